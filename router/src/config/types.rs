@@ -1,0 +1,294 @@
+//! The configuration model: serde types whose doc comments are the JSON Schema's
+//! descriptions. Defaults live here and nowhere else.
+//!
+//! Every struct denies unknown keys and every connector is one variant of a closed,
+//! `type`-tagged enum, so a typo is an error with a path rather than a silent no-op.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A sluice configuration file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server (ingest, operations and admin API) and the data directory.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Named sources; each turns its input into CloudEvents on a bus. HTTP ingest
+    /// (`POST /events`, `POST /buses/{bus}/events`) is always on and needs no entry.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// Named targets that subscriptions deliver to.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Rules: a filter over the events of one bus and the targets that get the matches.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// The HTTP server and the local store.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP server (ingest, `/healthz`, `/readyz`, `/metrics`, `/api/`).
+    #[serde(default = "defaults::listen")]
+    pub listen: String,
+    /// Directory of the durable store (created if missing).
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: String,
+    /// Largest accepted event, in bytes (for a batch: per event). Default 256 KiB.
+    #[serde(default = "defaults::max_event_bytes")]
+    pub max_event_bytes: u64,
+    /// Largest accepted batch request body, in bytes. Default 4 MiB.
+    #[serde(default = "defaults::max_batch_bytes")]
+    pub max_batch_bytes: u64,
+    /// How long shutdown waits for in-flight deliveries before it flushes and exits.
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub shutdown_grace: Duration,
+    /// Optional bearer tokens; `${ENV_NAME}` keeps them out of the file.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            data_dir: defaults::data_dir(),
+            max_event_bytes: defaults::max_event_bytes(),
+            max_batch_bytes: defaults::max_batch_bytes(),
+            shutdown_grace: defaults::shutdown_grace(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Bearer tokens; a missing token leaves that part of the API open.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Required as `Authorization: Bearer <token>` on the ingest endpoints.
+    pub ingest_token: Option<String>,
+    /// Required as `Authorization: Bearer <token>` on `/api/`.
+    pub admin_token: Option<String>,
+}
+
+/// A source of events. Only HTTP ingest exists so far, and it is always on; an
+/// `http` entry documents a bus that HTTP clients publish to.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// HTTP ingest on `POST /buses/{bus}/events` (`POST /events` is bus `default`).
+    Http(HttpSourceConfig),
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Http(s) => &s.name,
+        }
+    }
+}
+
+/// HTTP ingest, declared so a bus has a named publisher.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSourceConfig {
+    /// Name of the source, unique among sources.
+    pub name: String,
+    /// The bus its events go to.
+    #[serde(default = "defaults::bus")]
+    pub bus: String,
+}
+
+/// A place that subscriptions deliver to.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetConfig {
+    /// An HTTP function endpoint, called with a CloudEvent per request.
+    Http(HttpTargetConfig),
+}
+
+impl TargetConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Http(t) => &t.name,
+        }
+    }
+
+    /// Deliveries in flight at once, at most.
+    pub fn concurrency(&self) -> usize {
+        match self {
+            Self::Http(t) => t.concurrency,
+        }
+    }
+}
+
+/// An HTTP endpoint target.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTargetConfig {
+    /// Name of the target, unique among targets.
+    pub name: String,
+    /// The endpoint, `http://` or `https://`.
+    pub url: String,
+    /// Time allowed for one request, from connect to the end of the response.
+    #[serde(default = "defaults::http_timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub timeout: Duration,
+    /// Requests in flight at most (per subscription).
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: usize,
+    /// `binary` (default: attributes in `ce-*` headers, data as the body) or
+    /// `structured` (the whole event as `application/cloudevents+json`).
+    #[serde(default)]
+    pub mode: HttpMode,
+    /// Extra request headers, e.g. `Authorization: Bearer ${FUNCTION_TOKEN}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// 4xx statuses that are retried like 5xx instead of dead-lettered at once
+    /// (408 and 429 always are).
+    #[serde(default)]
+    pub retry_statuses: Vec<u16>,
+}
+
+/// The CloudEvents HTTP content mode used for delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpMode {
+    #[default]
+    Binary,
+    Structured,
+}
+
+/// A rule: events of `bus` that pass `filter` go to each of `targets`, each through
+/// its own durable subscription `<rule>.<target>`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Name of the rule, unique among rules: letters, digits, `-` and `_`.
+    pub name: String,
+    /// The bus whose events the rule sees.
+    #[serde(default = "defaults::bus")]
+    pub bus: String,
+    /// Which events match; without a filter every event of the bus matches.
+    #[serde(default)]
+    pub filter: Option<FilterConfig>,
+    /// Names of the targets that receive the matching events.
+    pub targets: Vec<String>,
+    /// Retry schedule of this rule's subscriptions.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// How a rule selects events.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// An EventBridge-style pattern over the event: attribute names at the top
+    /// (`type`, `source`, `subject`, extensions) and `data` for the JSON payload.
+    /// Leaves are lists of values or matchers (`prefix`, `suffix`, `anything-but`,
+    /// `numeric`, `exists`); a list means OR, several keys mean AND.
+    pub pattern: serde_json::Value,
+}
+
+/// When to give up on an event and dead-letter it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Delivery attempts at most, the first included.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Time after which an undelivered event is dead-lettered, counted from ingest.
+    #[serde(default = "defaults::max_age", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub max_age: Duration,
+    /// Exponential backoff between attempts, with full jitter.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: defaults::max_attempts(),
+            max_age: defaults::max_age(),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+/// Exponential backoff: `initial * 2^(attempt-1)`, capped at `max`, jittered.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// Delay before the second attempt.
+    #[serde(default = "defaults::backoff_initial", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub initial: Duration,
+    /// Longest delay between two attempts.
+    #[serde(default = "defaults::backoff_max", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub max: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: defaults::backoff_initial(),
+            max: defaults::backoff_max(),
+        }
+    }
+}
+
+/// A human-readable duration such as `200ms`, `10s`, `1h 30m`.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct DurationString(String);
+
+/// Every default of the configuration.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub fn listen() -> String {
+        "127.0.0.1:8080".into()
+    }
+    pub fn data_dir() -> String {
+        "./sluice-data".into()
+    }
+    pub fn bus() -> String {
+        "default".into()
+    }
+    /// 256 KiB, the EventBridge limit.
+    pub fn max_event_bytes() -> u64 {
+        256 * 1024
+    }
+    pub fn max_batch_bytes() -> u64 {
+        4 * 1024 * 1024
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn http_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn concurrency() -> usize {
+        32
+    }
+    pub fn max_attempts() -> u32 {
+        10
+    }
+    pub fn max_age() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn backoff_initial() -> Duration {
+        Duration::from_millis(200)
+    }
+    pub fn backoff_max() -> Duration {
+        Duration::from_secs(60)
+    }
+}

@@ -1,0 +1,14 @@
+//! sluice-router: the engine of sluice.
+//!
+//! Data flows one way: a source builds an [`event::Event`], the [`rules::RuleSet`] of
+//! its bus selects the subscriptions it belongs to, the [`store::Store`] keeps it
+//! durably in each, and a [`dispatch`] worker per subscription delivers it through a
+//! [`sink::Sink`] with retries, backoff and a dead-letter list.
+//! Connectors implement [`sink::Sink`]; this crate never depends on them.
+
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod pattern;
+
+pub use cloudevents;
