@@ -12,3 +12,11 @@ pub mod event;
 pub mod pattern;
 
 pub use cloudevents;
+pub mod store;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

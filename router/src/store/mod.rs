@@ -1,0 +1,143 @@
+//! The durable store: one sled database holding one queue per subscription.
+//!
+//! Writes are group-committed: [`Store::commit`] waits for a flush that began after
+//! it was called, and one flush (one fsync) covers every write made before it by
+//! any number of concurrent callers. Nothing is acknowledged upstream before it.
+
+mod queue;
+mod record;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use queue::{Leased, Queue, QueueStats, Settlement};
+pub use record::{DeadLetter, Record};
+
+use crate::error::ErrorClass;
+
+/// A failure of the local store.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store {operation} failed: {message}")]
+pub struct StoreError {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+impl StoreError {
+    pub(crate) fn new(operation: &'static str, err: impl std::fmt::Display) -> Self {
+        Self {
+            operation,
+            message: err.to_string(),
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        ErrorClass::Internal
+    }
+}
+
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// The durable store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    commits: mpsc::Sender<Waiter>,
+    _flusher: Arc<FlusherGuard>,
+}
+
+struct FlusherGuard(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for FlusherGuard {
+    fn drop(&mut self) {
+        // The flusher ends when every sender is gone; the last `Store` clone is
+        // dropping now, so its channel closes and the thread finishes its flush.
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir.as_ref())
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| StoreError::new("open", e))?;
+        let (tx, rx) = mpsc::channel::<Waiter>(65_536);
+        let flusher_db = db.clone();
+        let handle = std::thread::Builder::new()
+            .name("sluice-commit".into())
+            .spawn(move || flusher(flusher_db, rx))
+            .map_err(|e| StoreError::new("open", e))?;
+        Ok(Self {
+            db,
+            commits: tx,
+            _flusher: Arc::new(FlusherGuard(Some(handle))),
+        })
+    }
+
+    /// The queue of subscription `name`, created on first use.
+    pub fn queue(&self, name: &str) -> Result<Queue, StoreError> {
+        Queue::open(&self.db, name)
+    }
+
+    /// Wait until every write made before this call is on disk.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.commits
+            .send(tx)
+            .await
+            .map_err(|_| StoreError::new("commit", "the store is closed"))?;
+        rx.await
+            .map_err(|_| StoreError::new("commit", "the store is closed"))?
+    }
+
+    /// Flush synchronously (shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| StoreError::new("flush", e))
+    }
+
+    /// Names of the queues present on disk.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.db
+            .tree_names()
+            .into_iter()
+            .filter_map(|n| {
+                std::str::from_utf8(&n)
+                    .ok()
+                    .and_then(|n| n.strip_prefix(queue::TREE_PREFIX))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+/// The group-commit loop, on its own thread so an fsync never blocks the runtime.
+/// It takes every waiter queued so far, flushes once, and answers them all.
+fn flusher(db: sled::Db, mut rx: mpsc::Receiver<Waiter>) {
+    let mut waiters = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        waiters.push(first);
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let result = db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| StoreError::new("flush", e));
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "Store flush failed.");
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod model_tests;

@@ -1,0 +1,191 @@
+//! The store against an in-memory model: random enqueue / lease / settle / redrive /
+//! reopen sequences must leave both with the same events in the same places.
+
+use std::collections::{BTreeMap, HashSet};
+
+use proptest::prelude::*;
+
+use super::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue,
+    Deliver(usize),
+    Retry(usize, u64),
+    Dead(usize),
+    Advance(u64),
+    Redrive,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => Just(Op::Enqueue),
+        2 => (1usize..4).prop_map(Op::Deliver),
+        2 => (1usize..4, 0u64..50).prop_map(|(n, d)| Op::Retry(n, d)),
+        1 => (1usize..3).prop_map(Op::Dead),
+        1 => (0u64..60).prop_map(Op::Advance),
+        1 => Just(Op::Redrive),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// Where each event (named by a counter stored in its id) is, in lease order.
+#[derive(Default)]
+struct Model {
+    next_id: u64,
+    next_seq: u64,
+    ready: BTreeMap<u64, u64>,
+    delayed: BTreeMap<(u64, u64), u64>,
+    dead: BTreeMap<u64, u64>,
+    delivered: u64,
+    retried: u64,
+    dead_lettered: u64,
+}
+
+impl Model {
+    /// Keys in lease order at time `now`: due retries, then ready.
+    fn lease(&self, n: usize, now: u64) -> Vec<(Option<u64>, u64, u64)> {
+        let due = self
+            .delayed
+            .iter()
+            .filter(|((d, _), _)| *d <= now)
+            .map(|((d, s), id)| (Some(*d), *s, *id));
+        let ready = self.ready.iter().map(|(s, id)| (None, *s, *id));
+        due.chain(ready).take(n).collect()
+    }
+
+    fn remove(&mut self, (due, seq, _): (Option<u64>, u64, u64)) {
+        match due {
+            Some(d) => self.delayed.remove(&(d, seq)),
+            None => self.ready.remove(&seq),
+        };
+    }
+}
+
+fn event_json(id: u64) -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string(format!(
+        r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"t"}}"#
+    ))
+    .unwrap()
+}
+
+fn id_of(record: &Record) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(record.event.get()).unwrap();
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
+fn run(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut queue = store.queue("s").unwrap();
+    let mut model = Model::default();
+    let mut now = 1_000u64;
+    for op in ops {
+        match op {
+            Op::Enqueue => {
+                queue.enqueue(&Record::new(event_json(model.next_id), now)).unwrap();
+                model.ready.insert(model.next_seq, model.next_id);
+                model.next_id += 1;
+                model.next_seq += 1;
+            }
+            Op::Deliver(n) | Op::Retry(n, _) | Op::Dead(n) => {
+                let leased = queue.lease(n, now, &HashSet::new()).unwrap();
+                let expected = model.lease(n, now);
+                let got: Vec<u64> = leased.iter().map(|l| id_of(&l.record)).collect();
+                let want: Vec<u64> = expected.iter().map(|e| e.2).collect();
+                assert_eq!(got, want, "lease order");
+                let mut outcomes = Vec::new();
+                for (l, e) in leased.into_iter().zip(expected) {
+                    model.remove(e);
+                    outcomes.push(match op {
+                        Op::Deliver(_) => {
+                            model.delivered += 1;
+                            Settlement::Delivered { key: l.key }
+                        }
+                        Op::Retry(_, delay) => {
+                            model.retried += 1;
+                            model.delayed.insert((now + delay, e.1), e.2);
+                            let mut record = l.record;
+                            record.attempts.push(now);
+                            Settlement::Retry { key: l.key, record, due_ms: now + delay }
+                        }
+                        _ => {
+                            model.dead_lettered += 1;
+                            model.dead.insert(e.1, e.2);
+                            let letter = DeadLetter {
+                                seq: 0,
+                                dead_lettered_ms: now,
+                                reason: "test".into(),
+                                last_status: Some(400),
+                                body_excerpt: None,
+                                record: l.record,
+                            };
+                            Settlement::DeadLetter { key: l.key, letter }
+                        }
+                    });
+                }
+                queue.settle(outcomes).unwrap();
+            }
+            Op::Advance(ms) => now += ms,
+            Op::Redrive => {
+                let moved = queue.redrive(None).unwrap();
+                assert_eq!(moved as usize, model.dead.len());
+                for id in std::mem::take(&mut model.dead).into_values() {
+                    model.ready.insert(model.next_seq, id);
+                    model.next_seq += 1;
+                }
+            }
+            Op::Reopen => {
+                drop(queue);
+                drop(store);
+                store = Store::open(dir.path()).unwrap();
+                queue = store.queue("s").unwrap();
+            }
+        }
+        let stats = queue.stats();
+        let want = QueueStats {
+            depth: (model.ready.len() + model.delayed.len()) as u64,
+            retrying: model.delayed.len() as u64,
+            dead_letters: model.dead.len() as u64,
+            delivered_total: model.delivered,
+            retried_total: model.retried,
+            dead_lettered_total: model.dead_lettered,
+        };
+        assert_eq!(stats, want);
+        let dead: Vec<u64> = queue
+            .dead_letters(None, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|d| id_of(&d.record))
+            .collect();
+        assert_eq!(dead, model.dead.values().copied().collect::<Vec<_>>());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn store_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+        run(ops);
+    }
+}
+
+#[tokio::test]
+async fn group_commit_answers_concurrent_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let queue = store.queue("s").unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (store, queue) = (store.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            queue.enqueue(&Record::new(event_json(i), 0)).unwrap();
+            store.commit().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(queue.stats().depth, 200);
+}
