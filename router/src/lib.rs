@@ -20,3 +20,8 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+pub mod dispatch;
+pub mod engine;
+pub mod metrics;
+pub mod retry;
+pub mod sink;

@@ -1,0 +1,105 @@
+//! Prometheus metrics, named `sluice_<thing>_<unit>`, labelled by bus, rule, target.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric sluice exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    received: IntCounterVec,
+    rejected: IntCounterVec,
+    matched: IntCounterVec,
+    delivered: IntCounterVec,
+    retried: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    depth: IntGaugeVec,
+    latency: HistogramVec,
+}
+
+/// The metrics of one subscription, looked up once so the hot path does no hashing.
+#[derive(Clone)]
+pub struct SubscriptionMetrics {
+    pub matched: IntCounter,
+    pub delivered: IntCounter,
+    pub retried: IntCounter,
+    pub dead_lettered: IntCounter,
+    pub depth: IntGauge,
+    pub latency: Histogram,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let sub = ["rule", "target"];
+        let depth = IntGaugeVec::new(
+            Opts::new("sluice_queue_depth", "Events waiting in a subscription queue."),
+            &sub,
+        )
+        .expect("valid metric definition");
+        registry.register(Box::new(depth.clone())).expect("metric registered once");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_delivery_latency_seconds",
+                "Time from ingest to confirmed delivery.",
+            )
+            .buckets(exponential_buckets(0.0005, 2.0, 18).expect("valid buckets")),
+            &sub,
+        )
+        .expect("valid metric definition");
+        registry.register(Box::new(latency.clone())).expect("metric registered once");
+        Self {
+            received: counter(&registry, "sluice_events_received_total", "Events accepted from sources.", &["bus", "source"]),
+            rejected: counter(&registry, "sluice_events_rejected_total", "Events refused at ingest as malformed.", &["bus", "source"]),
+            matched: counter(&registry, "sluice_events_matched_total", "Events that matched a rule, per target.", &["bus", "rule", "target"]),
+            delivered: counter(&registry, "sluice_events_delivered_total", "Events a target confirmed.", &sub),
+            retried: counter(&registry, "sluice_delivery_retries_total", "Failed attempts scheduled for retry.", &sub),
+            dead_lettered: counter(&registry, "sluice_events_dead_lettered_total", "Events moved to a dead-letter list.", &sub),
+            depth,
+            latency,
+            registry,
+        }
+    }
+
+    pub fn subscription(&self, bus: &str, rule: &str, target: &str) -> SubscriptionMetrics {
+        let l = [rule, target];
+        SubscriptionMetrics {
+            matched: self.matched.with_label_values(&[bus, rule, target]),
+            delivered: self.delivered.with_label_values(&l),
+            retried: self.retried.with_label_values(&l),
+            dead_lettered: self.dead_lettered.with_label_values(&l),
+            depth: self.depth.with_label_values(&l),
+            latency: self.latency.with_label_values(&l),
+        }
+    }
+
+    pub fn received(&self, bus: &str, source: &str) -> IntCounter {
+        self.received.with_label_values(&[bus, source])
+    }
+
+    pub fn rejected(&self, bus: &str, source: &str) -> IntCounter {
+        self.rejected.with_label_values(&[bus, source])
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
