@@ -1,1 +1,107 @@
-fn main() {}
+//! The `sluice` binary: CLI, wiring and the admin API.
+
+mod admin;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_router::config::{self, Config};
+
+/// sluice: a self-hosted event bus and trigger router.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run sluice. Without a config file it runs the embedded default: HTTP ingest
+    /// on 127.0.0.1:8080, data in ./sluice-data, no rules.
+    Serve {
+        /// Configuration file.
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file without starting anything; exit 1 listing every error.
+    Validate {
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+}
+
+/// The configuration `sluice serve` uses when given no file.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../schemas/examples/default.yaml");
+
+fn read_config(path: &std::path::Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    config::load(&text).map_err(|errors| {
+        errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {e}", path.display()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&config::json_schema()).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => match read_config(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} sources, {} targets, {} rules)",
+                    config.display(),
+                    c.sources.len(),
+                    c.targets.len(),
+                    c.rules.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => {
+            let loaded = match &config {
+                Some(path) => read_config(path),
+                None => config::load(EMBEDDED_DEFAULT).map_err(|e| e.to_string()),
+            };
+            let config = match loaded {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            serve::init_tracing();
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "sluice stopped.");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

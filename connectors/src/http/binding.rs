@@ -1,0 +1,252 @@
+//! The CloudEvents HTTP protocol binding, both ways: requests to events (binary,
+//! structured and batch mode) and events to requests (binary and structured mode).
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use cloudevents::event::ExtensionValue;
+use cloudevents::{AttributesReader, Data};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sluice_router::event::{format_time, is_json, Event, EventError, EventFields, RawData};
+
+use super::ApiError;
+
+/// The content mode of an incoming request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Binary,
+    Structured,
+    Batch,
+}
+
+pub const STRUCTURED: &str = "application/cloudevents+json";
+pub const BATCH: &str = "application/cloudevents-batch+json";
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.to_owned())
+}
+
+fn essence(ct: &str) -> String {
+    ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// Which mode a request uses, or 415 when it is not a CloudEvents request at all.
+pub fn mode(headers: &HeaderMap) -> Result<Mode, ApiError> {
+    let ct = content_type(headers).map(|c| essence(&c)).unwrap_or_default();
+    if ct == STRUCTURED {
+        return Ok(Mode::Structured);
+    }
+    if ct == BATCH {
+        return Ok(Mode::Batch);
+    }
+    if ct.starts_with("application/cloudevents") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type {ct:?} is not supported; use {STRUCTURED}, {BATCH}, or binary mode (ce-* headers)"),
+        ));
+    }
+    if headers.keys().any(|k| k.as_str().starts_with("ce-")) {
+        return Ok(Mode::Binary);
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "not a CloudEvent: send binary mode (ce-specversion, ce-id, ce-source, ce-type headers), \
+             or content type {STRUCTURED} or {BATCH}{}",
+            if ct.is_empty() { String::new() } else { format!(" (got {ct:?} without ce-* headers)") }
+        ),
+    ))
+}
+
+/// A binary-mode request: attributes from `ce-*` headers, data from the body.
+pub fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, ApiError> {
+    let mut fields = EventFields::new();
+    for (name, value) in headers {
+        let Some(attr) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        let text = value
+            .to_str()
+            .ok()
+            .and_then(percent_decode)
+            .ok_or_else(|| ApiError::bad_event(attr, format!("header {name} is not valid UTF-8 text")))?;
+        fields.attr(attr, text);
+    }
+    let ct = content_type(headers);
+    if let Some(ct) = &ct {
+        fields.attr("datacontenttype", ct.as_str());
+    }
+    if !body.is_empty() {
+        let data = match ct.as_deref() {
+            Some(ct) if is_json(ct) => RawData::Json(
+                serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_event("data", format!("body is not valid JSON for content type {ct}: {e}")))?,
+            ),
+            Some(ct) if essence(ct).starts_with("text/") => match std::str::from_utf8(body) {
+                Ok(text) => RawData::Text(text.to_owned()),
+                Err(_) => RawData::Bytes(body.to_vec()),
+            },
+            _ => RawData::Bytes(body.to_vec()),
+        };
+        fields.data(data);
+    }
+    fields.build().map_err(event_error)
+}
+
+/// A structured-mode request: the whole event as a JSON object.
+pub fn from_structured(body: &[u8]) -> Result<Event, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_event("body", format!("not valid JSON: {e}")))?;
+    from_json(value).map_err(event_error)
+}
+
+/// A batch-mode request: a JSON array of structured events. Each element must fit in
+/// `max_event_bytes`; an error names the element (`[3].source`).
+pub fn from_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<Event>, ApiError> {
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_event("body", format!("not a JSON array of events: {e}"))
+    })?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            if raw.get().len() > max_event_bytes {
+                return Err(too_large(&format!("[{i}]"), raw.get().len(), max_event_bytes));
+            }
+            let value: Value = serde_json::from_str(raw.get())
+                .map_err(|e| ApiError::bad_event(format!("[{i}]"), e))?;
+            from_json(value).map_err(|e| event_error(e.within(&format!("[{i}]"))))
+        })
+        .collect()
+}
+
+fn from_json(value: Value) -> Result<Event, EventError> {
+    match value {
+        Value::Object(map) => EventFields::from_structured(map)?.build(),
+        other => Err(EventError::new(
+            "event",
+            format!("must be a JSON object, found {}", kind(&other)),
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Null => "null",
+    }
+}
+
+fn event_error(e: EventError) -> ApiError {
+    ApiError::bad_event(e.field, e.message)
+}
+
+pub fn too_large(what: &str, size: usize, max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("{what} is {size} bytes; the limit is {max} bytes (server.max_event_bytes)"),
+    )
+}
+
+/// Header values of the binding are percent-encoded for `%`, `"`, space and
+/// non-ASCII; decode them, refusing invalid UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b == b'%' || b == b'"' || b <= b' ' || b >= 0x7f {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+/// Headers and body of a binary-mode request carrying `event`.
+pub fn to_binary(event: &Event) -> (Vec<(HeaderName, HeaderValue)>, Vec<u8>) {
+    let mut headers = Vec::with_capacity(8);
+    let mut put = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(format!("ce-{name}").as_bytes()),
+            HeaderValue::from_str(&percent_encode(value)),
+        ) {
+            headers.push((n, v));
+        }
+    };
+    put("specversion", "1.0");
+    put("id", event.id());
+    put("source", event.source());
+    put("type", event.ty());
+    if let Some(s) = event.subject() {
+        put("subject", s);
+    }
+    if let Some(t) = event.time() {
+        put("time", &format_time(t));
+    }
+    if let Some(s) = event.dataschema() {
+        put("dataschema", s.as_str());
+    }
+    for (name, value) in event.iter_extensions() {
+        let text = match value {
+            ExtensionValue::String(s) => s.clone(),
+            ExtensionValue::Boolean(b) => b.to_string(),
+            ExtensionValue::Integer(i) => i.to_string(),
+        };
+        put(name, &text);
+    }
+    if let Some(ct) = event.datacontenttype() {
+        if let Ok(v) = HeaderValue::from_str(ct) {
+            headers.push((axum::http::header::CONTENT_TYPE, v));
+        }
+    }
+    let body = match event.data() {
+        Some(Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
+        Some(Data::String(s)) => s.as_bytes().to_vec(),
+        Some(Data::Binary(b)) => b.clone(),
+        None => Vec::new(),
+    };
+    (headers, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_round_trips() {
+        let s = "caf\u{e9} 100% \"x\"";
+        assert_eq!(percent_decode(&percent_encode(s)).as_deref(), Some(s));
+        assert_eq!(percent_decode("%ZZ"), None);
+        assert_eq!(percent_decode("%C3"), None);
+        assert_eq!(percent_decode("abc%"), Some("abc%".into()));
+    }
+}

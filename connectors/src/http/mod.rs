@@ -1,0 +1,11 @@
+//! HTTP: CloudEvents ingest (`POST /events`, `POST /buses/{bus}/events`) and the HTTP
+//! function target, both speaking the CloudEvents HTTP binding.
+
+mod binding;
+mod error;
+mod ingest;
+mod sink;
+
+pub use error::{check_bearer, ApiError};
+pub use ingest::{routes, IngestState};
+pub use sink::HttpSink;

@@ -1,0 +1,150 @@
+//! The HTTP function target: one CloudEvent per request, binary mode by default.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::http::{HeaderName, HeaderValue};
+use sluice_router::config::{HttpMode, HttpTargetConfig};
+use sluice_router::error::ErrorClass;
+use sluice_router::event::Event;
+use sluice_router::sink::{Sink, SinkError};
+
+use super::binding;
+
+/// Bytes of a failed response kept for the dead-letter record.
+const EXCERPT_BYTES: usize = 512;
+
+/// Delivers to an HTTP endpoint over a pooled, reused connection set.
+pub struct HttpSink {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    mode: HttpMode,
+    timeout: Duration,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    retry_statuses: Vec<u16>,
+}
+
+impl HttpSink {
+    pub fn new(config: &HttpTargetConfig) -> Result<Self, String> {
+        let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url: {e}"))?;
+        let mut headers = Vec::new();
+        for (name, value) in &config.headers {
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
+            let v = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
+            headers.push((n, v));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .pool_max_idle_per_host(config.concurrency)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            client,
+            url,
+            mode: config.mode,
+            timeout: config.timeout,
+            headers,
+            retry_statuses: config.retry_statuses.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl Sink for HttpSink {
+    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
+        let mut request = self.client.post(self.url.clone());
+        request = match self.mode {
+            HttpMode::Binary => {
+                let (headers, body) = binding::to_binary(event);
+                for (n, v) in headers {
+                    request = request.header(n, v);
+                }
+                request.body(body)
+            }
+            HttpMode::Structured => request
+                .header(reqwest::header::CONTENT_TYPE, binding::STRUCTURED)
+                .body(serde_json::to_vec(event).map_err(|e| SinkError::permanent(e.to_string()))?),
+        };
+        for (n, v) in &self.headers {
+            request = request.header(n, v);
+        }
+        let mut response = request.send().await.map_err(|e| self.request_error(e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // Read the body (bounded) so the connection goes back to the pool.
+        let mut excerpt = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            if excerpt.len() < EXCERPT_BYTES {
+                let take = (EXCERPT_BYTES - excerpt.len()).min(chunk.len());
+                excerpt.extend_from_slice(&chunk[..take]);
+            }
+        }
+        if status.is_success() {
+            return Ok(());
+        }
+        let code = status.as_u16();
+        let retryable = code == 408 || code == 429 || status.is_server_error() || self.retry_statuses.contains(&code);
+        let mut error = SinkError::new(
+            if retryable { ErrorClass::Transient } else { ErrorClass::Permanent },
+            format!("HTTP {status}"),
+        );
+        error.status = Some(code);
+        error.body_excerpt = Some(String::from_utf8_lossy(&excerpt).into_owned());
+        error.retry_after = retry_after;
+        Err(error)
+    }
+}
+
+impl HttpSink {
+    fn request_error(&self, e: reqwest::Error) -> SinkError {
+        let message = if e.is_timeout() {
+            format!("timed out after {}", humantime_secs(self.timeout))
+        } else if e.is_connect() {
+            format!("could not connect to {}: {}", self.url, root_cause(&e))
+        } else {
+            format!("request failed: {}", root_cause(&e))
+        };
+        SinkError::transient(message)
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    delta.to_std().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_retry_after_forms() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        let future = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        assert!(parse_retry_after(&future).is_some_and(|d| d.as_secs() >= 28));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! The admin API under `/api/`: rules, subscriptions with depth and counters, and
+//! dead-letter listing and redrive.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sluice_connectors::http::ApiError;
+use sluice_router::dispatch::Subscription;
+use sluice_router::store::DeadLetter;
+
+use crate::serve::AppState;
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/rules", get(rules))
+        .route("/subscriptions", get(subscriptions))
+        .route("/subscriptions/{name}", get(subscription))
+        .route("/subscriptions/{name}/dead-letters", get(dead_letters))
+        .route("/subscriptions/{name}/dead-letters/redrive", post(redrive))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+async fn auth(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    sluice_connectors::http::check_bearer(&headers, state.config.server.auth.admin_token.as_deref())?;
+    Ok(next.run(request).await)
+}
+
+fn find<'a>(state: &'a AppState, name: &str) -> Result<&'a std::sync::Arc<Subscription>, ApiError> {
+    state.engine.subscription(name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no subscription {name:?}; subscriptions are named <rule>.<target>"
+        ))
+    })
+}
+
+fn describe(sub: &Subscription) -> Value {
+    json!({
+        "name": sub.name,
+        "bus": sub.bus,
+        "rule": sub.rule,
+        "target": sub.target,
+        "stats": sub.queue.stats(),
+    })
+}
+
+async fn rules(State(state): State<AppState>) -> Json<Value> {
+    let rules: Vec<Value> = state
+        .config
+        .rules
+        .iter()
+        .map(|r| json!({"name": r.name, "bus": r.bus, "filter": r.filter, "targets": r.targets}))
+        .collect();
+    Json(json!({ "rules": rules }))
+}
+
+async fn subscriptions(State(state): State<AppState>) -> Json<Value> {
+    let subs: Vec<Value> = state.engine.subscriptions().iter().map(|s| describe(s)).collect();
+    Json(json!({ "subscriptions": subs }))
+}
+
+async fn subscription(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(describe(find(&state, &name)?)))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+fn time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn letter_json(letter: &DeadLetter) -> Value {
+    let event: Value = serde_json::from_str(letter.record.event.get()).unwrap_or(Value::Null);
+    json!({
+        "seq": letter.seq,
+        "dead_lettered_at": time(letter.dead_lettered_ms),
+        "reason": letter.reason,
+        "last_status": letter.last_status,
+        "body_excerpt": letter.body_excerpt,
+        "attempts": letter.record.attempts.iter().map(|a| time(*a)).collect::<Vec<_>>(),
+        "enqueued_at": time(letter.record.enqueued_ms),
+        "event": event,
+    })
+}
+
+async fn dead_letters(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let sub = find(&state, &name)?;
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let letters = sub
+        .queue
+        .dead_letters(page.after, limit)
+        .map_err(ApiError::unavailable)?;
+    let next = (letters.len() == limit).then(|| letters.last().map(|l| l.seq)).flatten();
+    Ok(Json(json!({
+        "subscription": name,
+        "dead_letters": letters.iter().map(letter_json).collect::<Vec<_>>(),
+        "next_after": next,
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    /// Only these dead letters (by `seq`); all when absent.
+    seqs: Option<Vec<u64>>,
+}
+
+async fn redrive(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let sub = find(&state, &name)?;
+    let request: RedriveRequest = if body.is_empty() {
+        RedriveRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("body must be {{\"seqs\": [..]}} or empty: {e}"),
+            )
+        })?
+    };
+    let moved = sub
+        .queue
+        .redrive(request.seqs.as_deref())
+        .map_err(ApiError::unavailable)?;
+    state.engine.store().commit().await.map_err(ApiError::unavailable)?;
+    sub.update_depth();
+    sub.notify.notify_one();
+    tracing::info!(subscription = %name, redriven = moved, "Dead letters redriven.");
+    Ok(Json(json!({ "redriven": moved })))
+}

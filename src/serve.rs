@@ -1,0 +1,168 @@
+//! `sluice serve`: open the store, build the engine and targets, start the
+//! dispatchers and the HTTP server, and shut all of it down in order on SIGTERM.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use sluice_connectors::http::{self as http_connector, IngestState};
+use sluice_router::config::{Config, SourceConfig};
+use sluice_router::dispatch::Dispatcher;
+use sluice_router::engine::Engine;
+use sluice_router::metrics::Metrics;
+use sluice_router::retry::RetryPolicy;
+use sluice_router::store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if std::env::var("SLUICE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Shared by the operations and admin handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Arc<Config>,
+    pub ready: Arc<AtomicBool>,
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&config.server.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.server.data_dir))?;
+    let store = Store::open(&config.server.data_dir)
+        .with_context(|| format!("cannot open the store in {}", config.server.data_dir))?;
+    let engine = Arc::new(Engine::build(&config, store.clone(), Metrics::new())?);
+
+    let shutdown = CancellationToken::new();
+    let mut dispatchers = tokio::task::JoinSet::new();
+    for sub in engine.subscriptions() {
+        let rule = config
+            .rules
+            .iter()
+            .find(|r| r.name == sub.rule)
+            .context("subscription without rule")?;
+        let target = config
+            .targets
+            .iter()
+            .find(|t| t.name() == sub.target)
+            .context("subscription without target")?;
+        let sink = sluice_connectors::build_sink(target)?;
+        let dispatcher = Dispatcher::new(sub.clone(), sink, RetryPolicy::from(&rule.retry), target.concurrency());
+        dispatchers.spawn(dispatcher.run(shutdown.clone(), config.server.shutdown_grace));
+    }
+
+    let mut buses: HashSet<String> = config.rules.iter().map(|r| r.bus.clone()).collect();
+    buses.extend(config.sources.iter().map(|s| match s {
+        SourceConfig::Http(h) => h.bus.clone(),
+    }));
+    buses.insert("default".into());
+    let ingest = IngestState {
+        engine: engine.clone(),
+        buses: Arc::new(buses),
+        max_event_bytes: config.server.max_event_bytes as usize,
+        max_batch_bytes: config.server.max_batch_bytes as usize,
+        token: config.server.auth.ingest_token.as_deref().map(Arc::from),
+    };
+    let config = Arc::new(config);
+    let state = AppState {
+        engine: engine.clone(),
+        config: config.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        .merge(http_connector::routes(ingest))
+        .nest("/api", crate::admin::routes(state.clone()))
+        .fallback(|| async { http_connector::ApiError::not_found("no such endpoint") });
+
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    state.ready.store(true, Ordering::SeqCst);
+    tracing::info!(
+        listen = %config.server.listen,
+        data_dir = %config.server.data_dir,
+        rules = config.rules.len(),
+        subscriptions = engine.subscriptions().len(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "sluice is ready."
+    );
+
+    let stop = shutdown.clone();
+    let ready = state.ready.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Shutting down: no new events; finishing deliveries in flight.");
+        ready.store(false, Ordering::SeqCst);
+        stop.cancel();
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("HTTP server failed")?;
+    while dispatchers.join_next().await.is_some() {}
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .context("flush task failed")?
+        .context("final flush failed")?;
+    tracing::info!("sluice stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"})))
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.engine.metrics.render(),
+    )
+}
