@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, docs, then every test.
+# It installs what it needs itself; nothing may be assumed installed by hand.
+# HTTP targets and receivers in the tests are in-process servers on loopback, so
+# this suite needs no external service yet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is required: install Rust with rustup (the toolchain is pinned in rust-toolchain.toml)" >&2
+  exit 1
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+echo "==> cargo test"
+cargo test --workspace --locked "$@"

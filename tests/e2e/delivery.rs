@@ -1,0 +1,202 @@
+//! Delivery: retries, dead letters and redrive, crash safety, isolation.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::{event, free_port, orders_config, Receiver, Sluice};
+
+fn order(id: impl std::fmt::Display) -> Value {
+    event(id, "order.created", json!({"amount": 500}))
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_delivered_once() {
+    let recv = Receiver::start().await;
+    recv.script(&[503, 503, 503], 200);
+    let sluice = Sluice::start(&orders_config(&recv.url(), "")).await;
+    assert_eq!(sluice.post_structured(&order("r-1")).await.status(), 202);
+    let got = recv.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(got[0].header("ce-id"), Some("r-1"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(recv.delivered().len(), 1, "delivered once");
+    assert_eq!(recv.attempts(), 4);
+    let stats = sluice.stats("big-orders.fn").await;
+    assert_eq!(stats["delivered_total"], 1);
+    assert_eq!(stats["retried_total"], 3);
+    assert_eq!(stats["depth"], 0);
+    let metrics = sluice.client.get(sluice.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("sluice_delivery_retries_total{rule=\"big-orders\",target=\"fn\"} 3"), "{metrics}");
+    assert!(metrics.contains("sluice_delivery_latency_seconds_count{rule=\"big-orders\",target=\"fn\"} 1"));
+}
+
+#[tokio::test]
+async fn client_errors_dead_letter_at_once_and_redrive_delivers() {
+    let recv = Receiver::start().await;
+    recv.script(&[400], 200);
+    let sluice = Sluice::start(&orders_config(&recv.url(), "")).await;
+    assert_eq!(sluice.post_structured(&order("d-1")).await.status(), 202);
+
+    // Wait for the dead letter to show up in the API.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let listing = loop {
+        let l = sluice.get_json("/api/subscriptions/big-orders.fn/dead-letters").await;
+        if l["dead_letters"].as_array().is_some_and(|a| !a.is_empty()) {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter: {l}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let letter = &listing["dead_letters"][0];
+    assert_eq!(letter["last_status"], 400);
+    assert_eq!(letter["event"]["id"], "d-1");
+    assert_eq!(letter["attempts"].as_array().unwrap().len(), 1);
+    assert!(letter["reason"].as_str().unwrap().contains("HTTP 400"), "{letter}");
+    assert_eq!(letter["body_excerpt"], "", "axum answers 400 with an empty body");
+    assert_eq!(recv.attempts(), 1, "a 4xx is not retried");
+    let stats = sluice.stats("big-orders.fn").await;
+    assert_eq!((stats["dead_letters"].clone(), stats["depth"].clone()), (json!(1), json!(0)));
+
+    let r: Value = sluice
+        .client
+        .post(sluice.url("/api/subscriptions/big-orders.fn/dead-letters/redrive"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"redriven": 1}));
+    let got = recv.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("ce-id"), Some("d-1"));
+    assert_eq!(got[0].json(), json!({"amount": 500}));
+    let stats = sluice.stats("big-orders.fn").await;
+    assert_eq!(stats["dead_letters"], 0);
+
+    let r = sluice.client.get(sluice.url("/api/subscriptions/nope/dead-letters")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn dead_letter_keeps_the_body_excerpt_and_every_attempt() {
+    // A receiver that always answers 500 with a body: attempts run out.
+    let port = free_port();
+    let app = axum::Router::new().route(
+        "/invoke",
+        axum::routing::post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "database is down") }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let sluice = Sluice::start(&orders_config(&format!("http://127.0.0.1:{port}/invoke"), "")).await;
+    assert_eq!(sluice.post_structured(&order("e-1")).await.status(), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let letter = loop {
+        let l = sluice.get_json("/api/subscriptions/big-orders.fn/dead-letters").await;
+        if let Some(first) = l["dead_letters"].as_array().and_then(|a| a.first().cloned()) {
+            break first;
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(letter["last_status"], 500);
+    assert_eq!(letter["body_excerpt"], "database is down");
+    assert_eq!(letter["attempts"].as_array().unwrap().len(), 5, "max_attempts: 5");
+    assert!(letter["reason"].as_str().unwrap().starts_with("gave up after 5 attempts"), "{letter}");
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_event() {
+    // The target is down while 1,000 events are accepted.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/invoke");
+    // Enough attempts that nothing is dead-lettered while the target is down.
+    let config = orders_config(&url, "").replace("max_attempts: 5", "max_attempts: 1000");
+    let mut sluice = Sluice::start(&config).await;
+    let batch: Vec<Value> = (0..1000).map(order).collect();
+    for chunk in batch.chunks(100) {
+        let r = sluice
+            .client
+            .post(sluice.url("/events"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(Value::Array(chunk.to_vec()).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let before = sluice.stats("big-orders.fn").await;
+    assert_eq!(before["depth"], 1000);
+    sluice.kill9();
+
+    sluice.spawn().await;
+    let after = sluice.stats("big-orders.fn").await;
+    assert_eq!(after["depth"], 1000, "depth survives the crash");
+    assert_eq!(after["dead_letters"], 0);
+
+    let recv = Receiver::start_on(port, None).await;
+    let got = recv.wait_for(1000, Duration::from_secs(60)).await;
+    let mut ids: Vec<u64> = got.iter().map(|r| r.header("ce-id").unwrap().parse().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids, (0..1000).collect::<Vec<_>>());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sluice.stats("big-orders.fn").await["depth"] != 0 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Counters survive a restart too.
+    sluice.kill9();
+    sluice.spawn().await;
+    let stats = sluice.stats("big-orders.fn").await;
+    assert!(stats["delivered_total"].as_u64().unwrap() >= 1000, "{stats}");
+    assert_eq!(stats["depth"], 0);
+}
+
+#[tokio::test]
+async fn a_stuck_target_does_not_hold_up_another_subscription() {
+    let slow = Receiver::start_gated().await;
+    let fast = Receiver::start().await;
+    let config = format!(
+        "targets:\n  - name: slow\n    type: http\n    url: {}\n    timeout: 30s\n    concurrency: 2\n  - name: fast\n    type: http\n    url: {}\n\
+rules:\n  - name: all\n    targets: [slow, fast]\n",
+        slow.url(),
+        fast.url()
+    );
+    let sluice = Sluice::start(&config).await;
+    for i in 0..50 {
+        assert_eq!(sluice.post_structured(&order(i)).await.status(), 202);
+    }
+    let got = fast.wait_for(50, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 50);
+    assert_eq!(slow.delivered().len(), 0, "the slow target is still holding its first requests");
+    slow.release();
+    slow.wait_for(50, Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
+    let gated = Receiver::start_gated().await;
+    let mut sluice = Sluice::start(&orders_config(&gated.url(), "")).await;
+    assert_eq!(sluice.post_structured(&order("t-1")).await.status(), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gated.arrived() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the delivery never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let releaser = {
+        let g = gated.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            g.release();
+        })
+    };
+    let code = tokio::task::spawn_blocking(move || {
+        let code = sluice.terminate();
+        (code, sluice)
+    })
+    .await
+    .unwrap();
+    releaser.await.unwrap();
+    assert_eq!(code.0, Some(0), "{}", code.1.log());
+    assert_eq!(gated.delivered().len(), 1, "the in-flight delivery finished before exit");
+}

@@ -1,0 +1,303 @@
+//! Test harness: the real `sluice` binary on loopback, and an HTTP receiver that
+//! records what sluice delivers and answers with scripted statuses.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use tokio::sync::{Notify, Semaphore};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running sluice with its own data directory.
+pub struct Sluice {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    pub client: reqwest::Client,
+}
+
+impl Sluice {
+    /// Start sluice with `body` (targets, rules, ...) after a generated `server` block.
+    pub async fn start(body: &str) -> Self {
+        Self::start_with_server(body, "").await
+    }
+
+    /// As [`Sluice::start`], with extra lines inside `server:` (indented two spaces).
+    pub async fn start_with_server(body: &str, server_extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path().join("sluice.yaml");
+        let text = format!(
+            "server:\n  listen: {addr}\n  data_dir: {}\n  shutdown_grace: 2s\n{server_extra}{body}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut s = Self {
+            dir,
+            config,
+            addr,
+            child: None,
+            client: reqwest::Client::new(),
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// Start (again) on the same config and data directory; wait for `/readyz`.
+    pub async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("sluice.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "-c"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sluice exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "sluice not ready: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `kill -9`: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "sluice did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// POST a structured-mode event.
+    pub async fn post_structured(&self, event: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/events"))
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The stats object of subscription `name` from the admin API.
+    pub async fn stats(&self, name: &str) -> serde_json::Value {
+        self.get_json(&format!("/api/subscriptions/{name}")).await["stats"].clone()
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Statuses to answer with, in order; after they run out, `then`.
+    script: VecDeque<u16>,
+    then: u16,
+    /// Requests answered 2xx.
+    delivered: Vec<Received>,
+    /// Every request answered, whatever the answer.
+    attempts: Vec<Received>,
+    /// Requests that arrived, answered or not (gated ones included).
+    arrived: usize,
+}
+
+/// An HTTP endpoint standing in for a user's function.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<Notify>,
+    /// When set, requests wait for a permit before being answered.
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        Self::start_on(0, None).await
+    }
+
+    /// A receiver that holds every request until [`Receiver::release`] is called.
+    pub async fn start_gated() -> Self {
+        Self::start_on(0, Some(Arc::new(Semaphore::new(0)))).await
+    }
+
+    pub async fn start_on(port: u16, gate: Option<Arc<Semaphore>>) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let r = Self {
+            addr: listener.local_addr().unwrap(),
+            inner: Arc::new(Mutex::new(Inner {
+                then: 200,
+                ..Inner::default()
+            })),
+            changed: Arc::new(Notify::new()),
+            gate,
+        };
+        let app = Router::new().route("/{*path}", post(handle)).route("/", post(handle)).with_state(r.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/invoke", self.addr)
+    }
+
+    /// Answer the next requests with `statuses`, then with `then`.
+    pub fn script(&self, statuses: &[u16], then: u16) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.script = statuses.iter().copied().collect();
+        inner.then = then;
+    }
+
+    pub fn release(&self) {
+        if let Some(g) = &self.gate {
+            g.add_permits(Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    pub fn delivered(&self) -> Vec<Received> {
+        self.inner.lock().unwrap().delivered.clone()
+    }
+
+    pub fn arrived(&self) -> usize {
+        self.inner.lock().unwrap().arrived
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.inner.lock().unwrap().attempts.len()
+    }
+
+    /// Wait until `n` events were delivered (or panic after `timeout`).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            let got = self.delivered();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "waited {timeout:?} for {n} deliveries, got {}", got.len());
+            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+        }
+    }
+}
+
+async fn handle(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    r.inner.lock().unwrap().arrived += 1;
+    r.changed.notify_waiters();
+    if let Some(g) = &r.gate {
+        let _permit = g.acquire().await.unwrap();
+    }
+    let received = Received { headers, body };
+    let status = {
+        let mut inner = r.inner.lock().unwrap();
+        let status = inner.script.pop_front().unwrap_or(inner.then);
+        inner.attempts.push(received.clone());
+        if (200..300).contains(&status) {
+            inner.delivered.push(received);
+        }
+        status
+    };
+    r.changed.notify_waiters();
+    StatusCode::from_u16(status).unwrap()
+}
+
+/// A structured-mode event with JSON data.
+pub fn event(id: impl std::fmt::Display, ty: &str, data: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "specversion": "1.0",
+        "id": id.to_string(),
+        "source": "/tests",
+        "type": ty,
+        "data": data,
+    })
+}
+
+/// A target + rule pair delivering events of `ty` with data.amount > 100 to `url`.
+pub fn orders_config(url: &str, extra_target: &str) -> String {
+    format!(
+        "targets:\n  - name: fn\n    type: http\n    url: {url}\n    timeout: 2s\n{extra_target}\
+rules:\n  - name: big-orders\n    filter:\n      pattern:\n        type: [order.created]\n        data: {{ amount: [{{ numeric: [\">\", 100] }}] }}\n    targets: [fn]\n    retry: {{ max_attempts: 5, backoff: {{ initial: 50ms, max: 200ms }} }}\n"
+    )
+}

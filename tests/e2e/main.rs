@@ -1,0 +1,6 @@
+//! End-to-end tests of the `sluice` binary against real sockets on loopback.
+
+mod config;
+mod delivery;
+mod harness;
+mod ingest;
