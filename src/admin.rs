@@ -32,7 +32,10 @@ async fn auth(
     request: axum::extract::Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    sluice_connectors::http::check_bearer(&headers, state.config.server.auth.admin_token.as_deref())?;
+    sluice_connectors::http::check_bearer(
+        &headers,
+        state.config.server.auth.admin_token.as_deref(),
+    )?;
     Ok(next.run(request).await)
 }
 
@@ -65,11 +68,19 @@ async fn rules(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn subscriptions(State(state): State<AppState>) -> Json<Value> {
-    let subs: Vec<Value> = state.engine.subscriptions().iter().map(|s| describe(s)).collect();
+    let subs: Vec<Value> = state
+        .engine
+        .subscriptions()
+        .iter()
+        .map(|s| describe(s))
+        .collect();
     Json(json!({ "subscriptions": subs }))
 }
 
-async fn subscription(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn subscription(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(describe(find(&state, &name)?)))
 }
 
@@ -110,7 +121,9 @@ async fn dead_letters(
         .queue
         .dead_letters(page.after, limit)
         .map_err(ApiError::unavailable)?;
-    let next = (letters.len() == limit).then(|| letters.last().map(|l| l.seq)).flatten();
+    let next = (letters.len() == limit)
+        .then(|| letters.last().map(|l| l.seq))
+        .flatten();
     Ok(Json(json!({
         "subscription": name,
         "dead_letters": letters.iter().map(letter_json).collect::<Vec<_>>(),
@@ -146,7 +159,12 @@ async fn redrive(
         .queue
         .redrive(request.seqs.as_deref())
         .map_err(ApiError::unavailable)?;
-    state.engine.store().commit().await.map_err(ApiError::unavailable)?;
+    state
+        .engine
+        .store()
+        .commit()
+        .await
+        .map_err(ApiError::unavailable)?;
     sub.update_depth();
     sub.notify.notify_one();
     tracing::info!(subscription = %name, redriven = moved, "Dead letters redriven.");

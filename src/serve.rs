@@ -65,7 +65,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .find(|t| t.name() == sub.target)
             .context("subscription without target")?;
         let sink = sluice_connectors::build_sink(target)?;
-        let dispatcher = Dispatcher::new(sub.clone(), sink, RetryPolicy::from(&rule.retry), target.concurrency());
+        let dispatcher = Dispatcher::new(
+            sub.clone(),
+            sink,
+            RetryPolicy::from(&rule.retry),
+            target.concurrency(),
+        );
         dispatchers.spawn(dispatcher.run(shutdown.clone(), config.server.shutdown_grace));
     }
 
@@ -156,7 +161,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready"})),
+        )
     }
 }
 

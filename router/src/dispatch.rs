@@ -52,7 +52,12 @@ pub struct Dispatcher {
 type Done = (Leased, Result<(), SinkError>, u64);
 
 impl Dispatcher {
-    pub fn new(sub: Arc<Subscription>, sink: Arc<dyn Sink>, policy: RetryPolicy, concurrency: usize) -> Self {
+    pub fn new(
+        sub: Arc<Subscription>,
+        sink: Arc<dyn Sink>,
+        policy: RetryPolicy,
+        concurrency: usize,
+    ) -> Self {
         Self {
             sub,
             sink,
@@ -128,7 +133,11 @@ impl Dispatcher {
         }
     }
 
-    fn settle(&self, finished: Vec<Result<Done, tokio::task::JoinError>>, in_flight: &mut HashSet<Vec<u8>>) {
+    fn settle(
+        &self,
+        finished: Vec<Result<Done, tokio::task::JoinError>>,
+        in_flight: &mut HashSet<Vec<u8>>,
+    ) {
         let now = now_ms();
         let mut outcomes = Vec::with_capacity(finished.len());
         for done in finished {
@@ -148,7 +157,13 @@ impl Dispatcher {
         self.sub.update_depth();
     }
 
-    fn outcome(&self, leased: Leased, result: Result<(), SinkError>, started: u64, now: u64) -> Settlement {
+    fn outcome(
+        &self,
+        leased: Leased,
+        result: Result<(), SinkError>,
+        started: u64,
+        now: u64,
+    ) -> Settlement {
         let Leased { key, mut record } = leased;
         let m = &self.sub.metrics;
         let error = match result {
@@ -175,7 +190,11 @@ impl Dispatcher {
             Next::RetryAt(due_ms) => {
                 m.retried.inc();
                 tracing::debug!(subscription = %self.sub.name, error = %error, due_ms, "Delivery failed; will retry.");
-                Settlement::Retry { key, record, due_ms }
+                Settlement::Retry {
+                    key,
+                    record,
+                    due_ms,
+                }
             }
             Next::GiveUp(why) => {
                 m.dead_lettered.inc();

@@ -93,7 +93,12 @@ impl Engine {
     /// Match `events` against the rules of `bus`, write each into every matching
     /// subscription, and return once all of it is durable. Returns the number of
     /// (event, subscription) pairs written.
-    pub async fn publish(&self, bus: &str, source: &str, events: &[Event]) -> Result<usize, PublishError> {
+    pub async fn publish(
+        &self,
+        bus: &str,
+        source: &str,
+        events: &[Event],
+    ) -> Result<usize, PublishError> {
         let rules = self.buses.get(bus).map(Vec::as_slice).unwrap_or_default();
         let now = now_ms();
         let mut touched: Vec<&Arc<Subscription>> = Vec::new();
@@ -128,7 +133,9 @@ impl Engine {
                 }
             }
         }
-        self.metrics.received(bus, source).inc_by(events.len() as u64);
+        self.metrics
+            .received(bus, source)
+            .inc_by(events.len() as u64);
         if written > 0 {
             self.store.commit().await?;
         }

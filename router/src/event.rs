@@ -145,7 +145,10 @@ impl EventFields {
                 "source" => {
                     let source = required_string(&name, value)?;
                     if source.chars().any(char::is_whitespace) {
-                        return Err(EventError::new(name, "must be a URI-reference without spaces"));
+                        return Err(EventError::new(
+                            name,
+                            "must be a URI-reference without spaces",
+                        ));
                     }
                     builder.source(source)
                 }
@@ -154,7 +157,10 @@ impl EventFields {
                 "time" => {
                     let text = string(&name, value)?;
                     let time = DateTime::parse_from_rfc3339(&text).map_err(|e| {
-                        EventError::new(&name, format!("{text:?} is not an RFC 3339 timestamp ({e})"))
+                        EventError::new(
+                            &name,
+                            format!("{text:?} is not an RFC 3339 timestamp ({e})"),
+                        )
                     })?;
                     builder.time(time.with_timezone(&Utc))
                 }
@@ -283,8 +289,7 @@ pub(crate) fn json_kind(value: &Value) -> &'static str {
 }
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut table = [255u8; 256];
     for (i, c) in ALPHABET.iter().enumerate() {
         table[*c as usize] = i as u8;
@@ -326,7 +331,11 @@ pub enum FieldValue<'a> {
 
 /// Push every leaf value found at `path` (attribute name, then keys into `data`).
 /// Arrays are flattened, so a path through an array of objects reaches every element.
-pub fn field_values<'a, S: AsRef<str>>(event: &'a Event, path: &[S], out: &mut Vec<FieldValue<'a>>) {
+pub fn field_values<'a, S: AsRef<str>>(
+    event: &'a Event,
+    path: &[S],
+    out: &mut Vec<FieldValue<'a>>,
+) {
     let Some((first, rest)) = path.split_first() else {
         return;
     };
@@ -406,7 +415,9 @@ mod tests {
     use serde_json::json;
 
     fn structured(value: Value) -> Result<Event, EventError> {
-        let Value::Object(map) = value else { panic!("object") };
+        let Value::Object(map) = value else {
+            panic!("object")
+        };
         EventFields::from_structured(map)?.build()
     }
 
@@ -426,7 +437,10 @@ mod tests {
         assert_eq!(out, vec![FieldValue::Str(Cow::Borrowed("x"))]);
         out.clear();
         field_values(&event, &["time"], &mut out);
-        assert_eq!(out, vec![FieldValue::Str("2024-01-02T03:04:05.123Z".into())]);
+        assert_eq!(
+            out,
+            vec![FieldValue::Str("2024-01-02T03:04:05.123Z".into())]
+        );
     }
 
     #[test]

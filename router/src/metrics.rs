@@ -32,7 +32,9 @@ pub struct SubscriptionMetrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
@@ -41,11 +43,16 @@ impl Metrics {
         let registry = Registry::new();
         let sub = ["rule", "target"];
         let depth = IntGaugeVec::new(
-            Opts::new("sluice_queue_depth", "Events waiting in a subscription queue."),
+            Opts::new(
+                "sluice_queue_depth",
+                "Events waiting in a subscription queue.",
+            ),
             &sub,
         )
         .expect("valid metric definition");
-        registry.register(Box::new(depth.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(depth.clone()))
+            .expect("metric registered once");
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "sluice_delivery_latency_seconds",
@@ -55,14 +62,46 @@ impl Metrics {
             &sub,
         )
         .expect("valid metric definition");
-        registry.register(Box::new(latency.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("metric registered once");
         Self {
-            received: counter(&registry, "sluice_events_received_total", "Events accepted from sources.", &["bus", "source"]),
-            rejected: counter(&registry, "sluice_events_rejected_total", "Events refused at ingest as malformed.", &["bus", "source"]),
-            matched: counter(&registry, "sluice_events_matched_total", "Events that matched a rule, per target.", &["bus", "rule", "target"]),
-            delivered: counter(&registry, "sluice_events_delivered_total", "Events a target confirmed.", &sub),
-            retried: counter(&registry, "sluice_delivery_retries_total", "Failed attempts scheduled for retry.", &sub),
-            dead_lettered: counter(&registry, "sluice_events_dead_lettered_total", "Events moved to a dead-letter list.", &sub),
+            received: counter(
+                &registry,
+                "sluice_events_received_total",
+                "Events accepted from sources.",
+                &["bus", "source"],
+            ),
+            rejected: counter(
+                &registry,
+                "sluice_events_rejected_total",
+                "Events refused at ingest as malformed.",
+                &["bus", "source"],
+            ),
+            matched: counter(
+                &registry,
+                "sluice_events_matched_total",
+                "Events that matched a rule, per target.",
+                &["bus", "rule", "target"],
+            ),
+            delivered: counter(
+                &registry,
+                "sluice_events_delivered_total",
+                "Events a target confirmed.",
+                &sub,
+            ),
+            retried: counter(
+                &registry,
+                "sluice_delivery_retries_total",
+                "Failed attempts scheduled for retry.",
+                &sub,
+            ),
+            dead_lettered: counter(
+                &registry,
+                "sluice_events_dead_lettered_total",
+                "Events moved to a dead-letter list.",
+                &sub,
+            ),
             depth,
             latency,
             registry,

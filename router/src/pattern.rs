@@ -233,7 +233,10 @@ fn compile_matcher(item: &Value) -> Result<Matcher, String> {
         "suffix" => string_arg(name, arg).map(Matcher::Suffix),
         "exists" => match arg {
             Value::Bool(b) => Ok(Matcher::Exists(*b)),
-            other => Err(format!("exists takes true or false, found {}", json_kind(other))),
+            other => Err(format!(
+                "exists takes true or false, found {}",
+                json_kind(other)
+            )),
         },
         "numeric" => compile_numeric(arg),
         "anything-but" => compile_anything_but(arg),
@@ -284,7 +287,9 @@ fn compile_numeric(arg: &Value) -> Result<Matcher, String> {
         let lower = |c: &Cmp| matches!(c, Cmp::Gt | Cmp::Ge);
         let upper = |c: &Cmp| matches!(c, Cmp::Lt | Cmp::Le);
         if !(lower(a) && upper(b)) {
-            return Err("a numeric range is a lower bound (> or >=) then an upper bound (< or <=)".into());
+            return Err(
+                "a numeric range is a lower bound (> or >=) then an upper bound (< or <=)".into(),
+            );
         }
     }
     Ok(Matcher::Numeric(cmps))
@@ -298,8 +303,12 @@ fn compile_anything_but(arg: &Value) -> Result<Matcher, String> {
         Value::Array(items) => items
             .iter()
             .map(|v| {
-                Literal::from_json(v)
-                    .ok_or_else(|| format!("anything-but lists hold plain values, found {}", json_kind(v)))
+                Literal::from_json(v).ok_or_else(|| {
+                    format!(
+                        "anything-but lists hold plain values, found {}",
+                        json_kind(v)
+                    )
+                })
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Matcher::AnythingBut),
@@ -308,7 +317,9 @@ fn compile_anything_but(arg: &Value) -> Result<Matcher, String> {
             match name.as_str() {
                 "prefix" => string_arg(name, value).map(Matcher::AnythingButPrefix),
                 "suffix" => string_arg(name, value).map(Matcher::AnythingButSuffix),
-                other => Err(format!("anything-but supports prefix or suffix, found {other:?}")),
+                other => Err(format!(
+                    "anything-but supports prefix or suffix, found {other:?}"
+                )),
             }
         }
         _ => Err("anything-but takes a value, a list of values, or {prefix|suffix: ...}".into()),
@@ -359,20 +370,53 @@ mod tests {
         assert!(!check(json!({"type": ["order.deleted"]}), d.clone()));
         assert!(check(json!({"data": {"amount": [150.0]}}), d.clone()));
         assert!(!check(json!({"data": {"amount": ["150"]}}), d.clone()));
-        assert!(check(json!({"data": {"amount": [{"numeric": [">", 100, "<=", 150]}]}}), d.clone()));
-        assert!(!check(json!({"data": {"amount": [{"numeric": [">", 150]}]}}), d.clone()));
+        assert!(check(
+            json!({"data": {"amount": [{"numeric": [">", 100, "<=", 150]}]}}),
+            d.clone()
+        ));
+        assert!(!check(
+            json!({"data": {"amount": [{"numeric": [">", 150]}]}}),
+            d.clone()
+        ));
         assert!(check(json!({"data": {"tags": ["vip"]}}), d.clone()));
-        assert!(check(json!({"data": {"items": {"sku": [{"prefix": "Y-"}]}}}), d.clone()));
-        assert!(check(json!({"data": {"name": [{"suffix": "ice"}]}}), d.clone()));
-        assert!(check(json!({"data": {"ok": [true]}, "region": [{"prefix": "eu-"}]}), d.clone()));
+        assert!(check(
+            json!({"data": {"items": {"sku": [{"prefix": "Y-"}]}}}),
+            d.clone()
+        ));
+        assert!(check(
+            json!({"data": {"name": [{"suffix": "ice"}]}}),
+            d.clone()
+        ));
+        assert!(check(
+            json!({"data": {"ok": [true]}, "region": [{"prefix": "eu-"}]}),
+            d.clone()
+        ));
         assert!(check(json!({"data": {"none": [null]}}), d.clone()));
-        assert!(check(json!({"data": {"none": [{"exists": true}]}}), d.clone()));
-        assert!(check(json!({"data": {"missing": [{"exists": false}]}}), d.clone()));
-        assert!(!check(json!({"data": {"missing": [{"anything-but": "x"}]}}), d.clone()));
-        assert!(check(json!({"data": {"name": [{"anything-but": ["bob", "carol"]}]}}), d.clone()));
-        assert!(!check(json!({"data": {"name": [{"anything-but": {"prefix": "al"}}]}}), d.clone()));
+        assert!(check(
+            json!({"data": {"none": [{"exists": true}]}}),
+            d.clone()
+        ));
+        assert!(check(
+            json!({"data": {"missing": [{"exists": false}]}}),
+            d.clone()
+        ));
+        assert!(!check(
+            json!({"data": {"missing": [{"anything-but": "x"}]}}),
+            d.clone()
+        ));
+        assert!(check(
+            json!({"data": {"name": [{"anything-but": ["bob", "carol"]}]}}),
+            d.clone()
+        ));
+        assert!(!check(
+            json!({"data": {"name": [{"anything-but": {"prefix": "al"}}]}}),
+            d.clone()
+        ));
         assert!(check(json!({"source": ["/billing", "/orders"]}), d.clone()));
-        assert!(!check(json!({"type": ["order.created"], "source": ["/billing"]}), d));
+        assert!(!check(
+            json!({"type": ["order.created"], "source": ["/billing"]}),
+            d
+        ));
     }
 
     #[test]

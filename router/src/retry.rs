@@ -45,7 +45,13 @@ impl RetryPolicy {
     /// Decide after `attempts` failed attempts of an event enqueued at `enqueued_ms`.
     /// The delay is jittered to between half and all of the backoff, so retries of
     /// many events spread out; a `retry_after` from the target is a lower bound.
-    pub fn next(&self, attempts: u32, enqueued_ms: u64, now_ms: u64, retry_after: Option<Duration>) -> Next {
+    pub fn next(
+        &self,
+        attempts: u32,
+        enqueued_ms: u64,
+        now_ms: u64,
+        retry_after: Option<Duration>,
+    ) -> Next {
         if attempts >= self.max_attempts {
             return Next::GiveUp(format!("gave up after {attempts} attempts"));
         }
@@ -83,7 +89,9 @@ mod tests {
         let got: Vec<u64> = (1..=6).map(|a| p.backoff(a).as_millis() as u64).collect();
         assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
         for _ in 0..100 {
-            let Next::RetryAt(due) = p.next(3, 0, 1000, None) else { panic!() };
+            let Next::RetryAt(due) = p.next(3, 0, 1000, None) else {
+                panic!()
+            };
             assert!((1200..=1400).contains(&due), "{due}");
         }
     }
@@ -91,8 +99,14 @@ mod tests {
     #[test]
     fn gives_up_on_attempts_and_age_and_honours_retry_after() {
         let p = policy();
-        assert_eq!(p.next(5, 0, 0, None), Next::GiveUp("gave up after 5 attempts".into()));
+        assert_eq!(
+            p.next(5, 0, 0, None),
+            Next::GiveUp("gave up after 5 attempts".into())
+        );
         assert!(matches!(p.next(1, 0, 59_990, None), Next::GiveUp(m) if m.contains("max_age")));
-        assert_eq!(p.next(1, 0, 0, Some(Duration::from_secs(7))), Next::RetryAt(7000));
+        assert_eq!(
+            p.next(1, 0, 0, Some(Duration::from_secs(7))),
+            Next::RetryAt(7000)
+        );
     }
 }

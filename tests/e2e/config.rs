@@ -8,7 +8,11 @@ fn validate(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.yaml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN).args(["validate", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap(),
         String::from_utf8(out.stdout).unwrap(),
@@ -53,10 +57,16 @@ rules:
         "rules[1].targets: a rule needs at least one target (line 19, column 5)",
     ];
     for e in expect {
-        assert!(lines.iter().any(|l| l.contains(e)), "missing {e:?} in:\n{stderr}");
+        assert!(
+            lines.iter().any(|l| l.contains(e)),
+            "missing {e:?} in:\n{stderr}"
+        );
     }
     assert_eq!(lines.len(), expect.len(), "{stderr}");
-    assert!(lines.iter().all(|l| l.contains("sluice.yaml: ")), "{stderr}");
+    assert!(
+        lines.iter().all(|l| l.contains("sluice.yaml: ")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -65,7 +75,10 @@ fn validate_accepts_a_good_file() {
         "targets:\n  - name: fn\n    type: http\n    url: http://127.0.0.1:9000/\nrules:\n  - name: r\n    targets: [fn]\n",
     );
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("valid (0 sources, 1 targets, 1 rules)"), "{stdout}");
+    assert!(
+        stdout.contains("valid (0 sources, 1 targets, 1 rules)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -73,10 +86,17 @@ fn serve_refuses_a_bad_config_with_its_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.yaml");
     std::fs::write(&path, "rules:\n  - name: r\n    targets: [nowhere]\n").unwrap();
-    let out = Command::new(BIN).args(["serve", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("rules[0].targets[0]: unknown target \"nowhere\""), "{stderr}");
+    assert!(
+        stderr.contains("rules[0].targets[0]: unknown target \"nowhere\""),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -84,7 +104,11 @@ fn schema_command_prints_the_checked_in_schema() {
     let out = Command::new(BIN).arg("schema").output().unwrap();
     assert!(out.status.success());
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let file = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/sluice.schema.json")).unwrap();
+    let file = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/sluice.schema.json"
+    ))
+    .unwrap();
     let stored: serde_json::Value = serde_json::from_str(&file).unwrap();
     assert_eq!(printed, stored, "schemas/sluice.schema.json is stale: run `cargo run -- schema > schemas/sluice.schema.json`");
 }

@@ -25,9 +25,21 @@ async fn transient_failures_are_retried_and_delivered_once() {
     assert_eq!(stats["delivered_total"], 1);
     assert_eq!(stats["retried_total"], 3);
     assert_eq!(stats["depth"], 0);
-    let metrics = sluice.client.get(sluice.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("sluice_delivery_retries_total{rule=\"big-orders\",target=\"fn\"} 3"), "{metrics}");
-    assert!(metrics.contains("sluice_delivery_latency_seconds_count{rule=\"big-orders\",target=\"fn\"} 1"));
+    let metrics = sluice
+        .client
+        .get(sluice.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_delivery_retries_total{rule=\"big-orders\",target=\"fn\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains("sluice_delivery_latency_seconds_count{rule=\"big-orders\",target=\"fn\"} 1"));
 }
 
 #[tokio::test]
@@ -40,7 +52,9 @@ async fn client_errors_dead_letter_at_once_and_redrive_delivers() {
     // Wait for the dead letter to show up in the API.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let listing = loop {
-        let l = sluice.get_json("/api/subscriptions/big-orders.fn/dead-letters").await;
+        let l = sluice
+            .get_json("/api/subscriptions/big-orders.fn/dead-letters")
+            .await;
         if l["dead_letters"].as_array().is_some_and(|a| !a.is_empty()) {
             break l;
         }
@@ -51,11 +65,20 @@ async fn client_errors_dead_letter_at_once_and_redrive_delivers() {
     assert_eq!(letter["last_status"], 400);
     assert_eq!(letter["event"]["id"], "d-1");
     assert_eq!(letter["attempts"].as_array().unwrap().len(), 1);
-    assert!(letter["reason"].as_str().unwrap().contains("HTTP 400"), "{letter}");
-    assert_eq!(letter["body_excerpt"], "", "axum answers 400 with an empty body");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("HTTP 400"),
+        "{letter}"
+    );
+    assert_eq!(
+        letter["body_excerpt"], "",
+        "axum answers 400 with an empty body"
+    );
     assert_eq!(recv.attempts(), 1, "a 4xx is not retried");
     let stats = sluice.stats("big-orders.fn").await;
-    assert_eq!((stats["dead_letters"].clone(), stats["depth"].clone()), (json!(1), json!(0)));
+    assert_eq!(
+        (stats["dead_letters"].clone(), stats["depth"].clone()),
+        (json!(1), json!(0))
+    );
 
     let r: Value = sluice
         .client
@@ -73,7 +96,12 @@ async fn client_errors_dead_letter_at_once_and_redrive_delivers() {
     let stats = sluice.stats("big-orders.fn").await;
     assert_eq!(stats["dead_letters"], 0);
 
-    let r = sluice.client.get(sluice.url("/api/subscriptions/nope/dead-letters")).send().await.unwrap();
+    let r = sluice
+        .client
+        .get(sluice.url("/api/subscriptions/nope/dead-letters"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -83,16 +111,32 @@ async fn dead_letter_keeps_the_body_excerpt_and_every_attempt() {
     let port = free_port();
     let app = axum::Router::new().route(
         "/invoke",
-        axum::routing::post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "database is down") }),
+        axum::routing::post(|| async {
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "database is down",
+            )
+        }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let sluice = Sluice::start(&orders_config(&format!("http://127.0.0.1:{port}/invoke"), "")).await;
+    let sluice = Sluice::start(&orders_config(
+        &format!("http://127.0.0.1:{port}/invoke"),
+        "",
+    ))
+    .await;
     assert_eq!(sluice.post_structured(&order("e-1")).await.status(), 202);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let letter = loop {
-        let l = sluice.get_json("/api/subscriptions/big-orders.fn/dead-letters").await;
-        if let Some(first) = l["dead_letters"].as_array().and_then(|a| a.first().cloned()) {
+        let l = sluice
+            .get_json("/api/subscriptions/big-orders.fn/dead-letters")
+            .await;
+        if let Some(first) = l["dead_letters"]
+            .as_array()
+            .and_then(|a| a.first().cloned())
+        {
             break first;
         }
         assert!(std::time::Instant::now() < deadline, "no dead letter");
@@ -100,8 +144,18 @@ async fn dead_letter_keeps_the_body_excerpt_and_every_attempt() {
     };
     assert_eq!(letter["last_status"], 500);
     assert_eq!(letter["body_excerpt"], "database is down");
-    assert_eq!(letter["attempts"].as_array().unwrap().len(), 5, "max_attempts: 5");
-    assert!(letter["reason"].as_str().unwrap().starts_with("gave up after 5 attempts"), "{letter}");
+    assert_eq!(
+        letter["attempts"].as_array().unwrap().len(),
+        5,
+        "max_attempts: 5"
+    );
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("gave up after 5 attempts"),
+        "{letter}"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +189,10 @@ async fn kill_9_loses_no_acknowledged_event() {
 
     let recv = Receiver::start_on(port, None).await;
     let got = recv.wait_for(1000, Duration::from_secs(60)).await;
-    let mut ids: Vec<u64> = got.iter().map(|r| r.header("ce-id").unwrap().parse().unwrap()).collect();
+    let mut ids: Vec<u64> = got
+        .iter()
+        .map(|r| r.header("ce-id").unwrap().parse().unwrap())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids, (0..1000).collect::<Vec<_>>());
@@ -148,7 +205,10 @@ async fn kill_9_loses_no_acknowledged_event() {
     sluice.kill9();
     sluice.spawn().await;
     let stats = sluice.stats("big-orders.fn").await;
-    assert!(stats["delivered_total"].as_u64().unwrap() >= 1000, "{stats}");
+    assert!(
+        stats["delivered_total"].as_u64().unwrap() >= 1000,
+        "{stats}"
+    );
     assert_eq!(stats["depth"], 0);
 }
 
@@ -168,7 +228,11 @@ rules:\n  - name: all\n    targets: [slow, fast]\n",
     }
     let got = fast.wait_for(50, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 50);
-    assert_eq!(slow.delivered().len(), 0, "the slow target is still holding its first requests");
+    assert_eq!(
+        slow.delivered().len(),
+        0,
+        "the slow target is still holding its first requests"
+    );
     slow.release();
     slow.wait_for(50, Duration::from_secs(30)).await;
 }
@@ -180,7 +244,10 @@ async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
     assert_eq!(sluice.post_structured(&order("t-1")).await.status(), 202);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while gated.arrived() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the delivery never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivery never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let releaser = {
@@ -198,5 +265,9 @@ async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
     .unwrap();
     releaser.await.unwrap();
     assert_eq!(code.0, Some(0), "{}", code.1.log());
-    assert_eq!(gated.delivered().len(), 1, "the in-flight delivery finished before exit");
+    assert_eq!(
+        gated.delivered().len(),
+        1,
+        "the in-flight delivery finished before exit"
+    );
 }

@@ -88,7 +88,11 @@ impl Sluice {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("sluice exited with {status}: {}", self.log());
             }
-            assert!(Instant::now() < deadline, "sluice not ready: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "sluice not ready: {}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -135,7 +139,14 @@ impl Sluice {
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        self.client.get(self.url(path)).send().await.unwrap().json().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The stats object of subscription `name` from the admin API.
@@ -204,7 +215,9 @@ impl Receiver {
     }
 
     pub async fn start_on(port: u16, gate: Option<Arc<Semaphore>>) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let r = Self {
             addr: listener.local_addr().unwrap(),
             inner: Arc::new(Mutex::new(Inner {
@@ -214,7 +227,10 @@ impl Receiver {
             changed: Arc::new(Notify::new()),
             gate,
         };
-        let app = Router::new().route("/{*path}", post(handle)).route("/", post(handle)).with_state(r.clone());
+        let app = Router::new()
+            .route("/{*path}", post(handle))
+            .route("/", post(handle))
+            .with_state(r.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         r
     }
@@ -257,7 +273,11 @@ impl Receiver {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < deadline, "waited {timeout:?} for {n} deliveries, got {}", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "waited {timeout:?} for {n} deliveries, got {}",
+                got.len()
+            );
             let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
         }
     }

@@ -44,8 +44,20 @@ async fn each_ingest_mode_delivers_exactly_the_matching_events() {
     assert_eq!(r.status(), 202);
 
     // Structured mode: one match, one wrong type.
-    assert_eq!(sluice.post_structured(&event("s-1", "order.created", json!({"amount": 101}))).await.status(), 202);
-    assert_eq!(sluice.post_structured(&event("s-2", "order.deleted", json!({"amount": 999}))).await.status(), 202);
+    assert_eq!(
+        sluice
+            .post_structured(&event("s-1", "order.created", json!({"amount": 101})))
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(
+        sluice
+            .post_structured(&event("s-2", "order.deleted", json!({"amount": 999})))
+            .await
+            .status(),
+        202
+    );
 
     // Batch mode: three events, two match.
     let batch = json!([
@@ -72,7 +84,10 @@ async fn each_ingest_mode_delivers_exactly_the_matching_events() {
     ids.sort_unstable();
     assert_eq!(ids, ["b-1", "s-1", "x-1", "x-3"]);
 
-    let b1 = got.iter().find(|r| r.header("ce-id") == Some("b-1")).unwrap();
+    let b1 = got
+        .iter()
+        .find(|r| r.header("ce-id") == Some("b-1"))
+        .unwrap();
     assert_eq!(b1.header("ce-specversion"), Some("1.0"));
     assert_eq!(b1.header("ce-source"), Some("/shop"));
     assert_eq!(b1.header("ce-type"), Some("order.created"));
@@ -81,7 +96,10 @@ async fn each_ingest_mode_delivers_exactly_the_matching_events() {
     assert_eq!(b1.header("ce-tenant"), Some("acme%20corp"));
     assert_eq!(b1.header("content-type"), Some("application/json"));
     assert_eq!(b1.json(), json!({"amount": 150, "sku": "X"}));
-    let x3 = got.iter().find(|r| r.header("ce-id") == Some("x-3")).unwrap();
+    let x3 = got
+        .iter()
+        .find(|r| r.header("ce-id") == Some("x-3"))
+        .unwrap();
     assert_eq!(x3.json(), json!({"amount": 100.5}));
     assert_eq!(x3.header("ce-source"), Some("/tests"));
 }
@@ -98,7 +116,10 @@ async fn structured_delivery_mode_sends_the_whole_event() {
     e["subject"] = json!("s");
     assert_eq!(sluice.post_structured(&e).await.status(), 202);
     let got = recv.wait_for(1, Duration::from_secs(10)).await;
-    assert_eq!(got[0].header("content-type"), Some("application/cloudevents+json"));
+    assert_eq!(
+        got[0].header("content-type"),
+        Some("application/cloudevents+json")
+    );
     let body = got[0].json();
     assert_eq!(body["id"], "st-1");
     assert_eq!(body["subject"], "s");
@@ -133,7 +154,10 @@ async fn bad_input_gets_a_precise_4xx_and_is_never_queued() {
     let (s, e) = error(post(structured, "{\"id\": ".into()).await.unwrap()).await;
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_event")));
     assert_eq!(e["field"], "body");
-    assert!(e["message"].as_str().unwrap().contains("not valid JSON"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("not valid JSON"),
+        "{e}"
+    );
 
     // Each required attribute missing, or invalid.
     let good = event("1", "order.created", json!({"amount": 500}));
@@ -143,7 +167,10 @@ async fn bad_input_gets_a_precise_4xx_and_is_never_queued() {
         let (s, e) = error(post(structured, bad.to_string()).await.unwrap()).await;
         assert_eq!(s, 400);
         assert_eq!(e["field"], field);
-        assert_eq!(e["message"], format!("{field}: required attribute is missing"));
+        assert_eq!(
+            e["message"],
+            format!("{field}: required attribute is missing")
+        );
     }
     for (field, value, needle) in [
         ("specversion", json!("0.3"), "unsupported spec version"),
@@ -162,9 +189,19 @@ async fn bad_input_gets_a_precise_4xx_and_is_never_queued() {
     let mut bad = good.clone();
     bad.as_object_mut().unwrap().remove("source");
     let batch = json!([good, good, bad]).to_string();
-    let (s, e) = error(post("application/cloudevents-batch+json", batch).await.unwrap()).await;
+    let (s, e) = error(
+        post("application/cloudevents-batch+json", batch)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, e["field"].as_str()), (400, Some("[2].source")), "{e}");
-    let (s, e) = error(post("application/cloudevents-batch+json", "{}".into()).await.unwrap()).await;
+    let (s, e) = error(
+        post("application/cloudevents-batch+json", "{}".into())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, e["field"].as_str()), (400, Some("body")), "{e}");
 
     // Binary mode with bad JSON data, and with a missing ce-id.
@@ -198,39 +235,103 @@ async fn bad_input_gets_a_precise_4xx_and_is_never_queued() {
 
     // Unsupported content types.
     let (s, e) = error(post("text/plain", "hello".into()).await.unwrap()).await;
-    assert_eq!((s, e["code"].as_str()), (415, Some("unsupported_media_type")));
-    let (s, _) = error(post("application/cloudevents+xml", "<e/>".into()).await.unwrap()).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let (s, _) = error(
+        post("application/cloudevents+xml", "<e/>".into())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 415);
 
     // Too large: one event over max_event_bytes, a batch element over it, a batch over max_batch_bytes.
     let big = event("big", "order.created", json!({"pad": "x".repeat(2000)}));
     let (s, e) = error(post(structured, big.to_string()).await.unwrap()).await;
     assert_eq!((s, e["code"].as_str()), (413, Some("too_large")));
-    let (s, e) = error(post("application/cloudevents-batch+json", json!([good, big]).to_string()).await.unwrap()).await;
+    let (s, e) = error(
+        post(
+            "application/cloudevents-batch+json",
+            json!([good, big]).to_string(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
     assert_eq!(s, 413);
     assert!(e["message"].as_str().unwrap().starts_with("[1] is"), "{e}");
     let many = Value::Array(vec![good.clone(); 60]).to_string();
-    let (s, _) = error(post("application/cloudevents-batch+json", many).await.unwrap()).await;
+    let (s, _) = error(
+        post("application/cloudevents-batch+json", many)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 413);
 
     // Missing or wrong token; unknown bus.
-    let r = c.post(sluice.url("/events")).header("content-type", structured).body(good.to_string()).send().await.unwrap();
+    let r = c
+        .post(sluice.url("/events"))
+        .header("content-type", structured)
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error(r).await.0, 401);
-    let r = c.post(sluice.url("/events")).bearer_auth("nope").header("content-type", structured).body(good.to_string()).send().await.unwrap();
+    let r = c
+        .post(sluice.url("/events"))
+        .bearer_auth("nope")
+        .header("content-type", structured)
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error(r).await.0, 401);
-    let r = c.post(sluice.url("/buses/nosuch/events")).bearer_auth("letmein").header("content-type", structured).body(good.to_string()).send().await.unwrap();
+    let r = c
+        .post(sluice.url("/buses/nosuch/events"))
+        .bearer_auth("letmein")
+        .header("content-type", structured)
+        .body(good.to_string())
+        .send()
+        .await
+        .unwrap();
     let (s, e) = error(r).await;
     assert_eq!(s, 404);
-    assert!(e["message"].as_str().unwrap().contains("unknown bus \"nosuch\""), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown bus \"nosuch\""),
+        "{e}"
+    );
 
     // None of the rejected events reached the queue; a good one still flows.
     assert_eq!(sluice.stats("big-orders.fn").await["delivered_total"], 0);
-    let (s, _) = (post(structured, good.to_string()).await.unwrap().status().as_u16(), ());
+    let (s, _) = (
+        post(structured, good.to_string())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        (),
+    );
     assert_eq!(s, 202);
     let got = recv.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
-    let metrics = c.get(sluice.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("sluice_events_rejected_total{bus=\"default\",source=\"http\"}"), "{metrics}");
+    let metrics = c
+        .get(sluice.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_events_rejected_total{bus=\"default\",source=\"http\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +340,12 @@ async fn operations_endpoints_answer() {
     let mut sluice = Sluice::start(&orders_config(&recv.url(), "")).await;
     let health = sluice.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
-    let r = sluice.client.get(sluice.url("/api/nothing")).send().await.unwrap();
+    let r = sluice
+        .client
+        .get(sluice.url("/api/nothing"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let rules = sluice.get_json("/api/rules").await;
     assert_eq!(rules["rules"][0]["name"], "big-orders");

@@ -29,12 +29,18 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
 }
 
 fn essence(ct: &str) -> String {
-    ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+    ct.split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Which mode a request uses, or 415 when it is not a CloudEvents request at all.
 pub fn mode(headers: &HeaderMap) -> Result<Mode, ApiError> {
-    let ct = content_type(headers).map(|c| essence(&c)).unwrap_or_default();
+    let ct = content_type(headers)
+        .map(|c| essence(&c))
+        .unwrap_or_default();
     if ct == STRUCTURED {
         return Ok(Mode::Structured);
     }
@@ -73,7 +79,9 @@ pub fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, ApiError> 
             .to_str()
             .ok()
             .and_then(percent_decode)
-            .ok_or_else(|| ApiError::bad_event(attr, format!("header {name} is not valid UTF-8 text")))?;
+            .ok_or_else(|| {
+                ApiError::bad_event(attr, format!("header {name} is not valid UTF-8 text"))
+            })?;
         fields.attr(attr, text);
     }
     let ct = content_type(headers);
@@ -82,10 +90,14 @@ pub fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, ApiError> 
     }
     if !body.is_empty() {
         let data = match ct.as_deref() {
-            Some(ct) if is_json(ct) => RawData::Json(
-                serde_json::from_slice(body)
-                    .map_err(|e| ApiError::bad_event("data", format!("body is not valid JSON for content type {ct}: {e}")))?,
-            ),
+            Some(ct) if is_json(ct) => {
+                RawData::Json(serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_event(
+                        "data",
+                        format!("body is not valid JSON for content type {ct}: {e}"),
+                    )
+                })?)
+            }
             Some(ct) if essence(ct).starts_with("text/") => match std::str::from_utf8(body) {
                 Ok(text) => RawData::Text(text.to_owned()),
                 Err(_) => RawData::Bytes(body.to_vec()),
@@ -107,15 +119,18 @@ pub fn from_structured(body: &[u8]) -> Result<Event, ApiError> {
 /// A batch-mode request: a JSON array of structured events. Each element must fit in
 /// `max_event_bytes`; an error names the element (`[3].source`).
 pub fn from_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<Event>, ApiError> {
-    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_event("body", format!("not a JSON array of events: {e}"))
-    })?;
+    let items: Vec<&RawValue> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_event("body", format!("not a JSON array of events: {e}")))?;
     items
         .iter()
         .enumerate()
         .map(|(i, raw)| {
             if raw.get().len() > max_event_bytes {
-                return Err(too_large(&format!("[{i}]"), raw.get().len(), max_event_bytes));
+                return Err(too_large(
+                    &format!("[{i}]"),
+                    raw.get().len(),
+                    max_event_bytes,
+                ));
             }
             let value: Value = serde_json::from_str(raw.get())
                 .map_err(|e| ApiError::bad_event(format!("[{i}]"), e))?;

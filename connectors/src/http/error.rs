@@ -71,7 +71,10 @@ impl IntoResponse for ApiError {
 }
 
 /// Check `Authorization: Bearer <token>` against `expected`, in constant time.
-pub fn check_bearer(headers: &axum::http::HeaderMap, expected: Option<&str>) -> Result<(), ApiError> {
+pub fn check_bearer(
+    headers: &axum::http::HeaderMap,
+    expected: Option<&str>,
+) -> Result<(), ApiError> {
     let Some(expected) = expected else {
         return Ok(());
     };

@@ -37,7 +37,11 @@ pub fn routes(state: IngestState) -> Router {
         .with_state(state)
 }
 
-async fn default_bus(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Result<impl IntoResponse, ApiError> {
+async fn default_bus(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
     ingest(&state, "default", &headers, body).await
 }
 
@@ -50,7 +54,12 @@ async fn named_bus(
     ingest(&state, &bus, &headers, body).await
 }
 
-async fn ingest(state: &IngestState, bus: &str, headers: &HeaderMap, body: Body) -> Result<impl IntoResponse, ApiError> {
+async fn ingest(
+    state: &IngestState,
+    bus: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
     check_bearer(headers, state.token.as_deref())?;
     if !state.buses.contains(bus) {
         let mut known: Vec<_> = state.buses.iter().map(String::as_str).collect();
@@ -72,10 +81,17 @@ async fn ingest(state: &IngestState, bus: &str, headers: &HeaderMap, body: Body)
         .publish(bus, "http", &events)
         .await
         .map_err(ApiError::unavailable)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": events.len() }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": events.len() })),
+    ))
 }
 
-async fn parse(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<Vec<sluice_router::event::Event>, ApiError> {
+async fn parse(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<sluice_router::event::Event>, ApiError> {
     let mode = binding::mode(headers)?;
     let limit = match mode {
         Mode::Batch => state.max_batch_bytes,
@@ -91,7 +107,11 @@ async fn parse(state: &IngestState, headers: &HeaderMap, body: Body) -> Result<V
 
 async fn read_limited(body: Body, limit: usize, mode: Mode) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let what = if mode == Mode::Batch { "the batch" } else { "the event" };
+        let what = if mode == Mode::Batch {
+            "the batch"
+        } else {
+            "the event"
+        };
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
@@ -102,7 +122,11 @@ async fn read_limited(body: Body, limit: usize, mode: Mode) -> Result<bytes::Byt
                 format!("{what} is larger than the limit of {limit} bytes"),
             )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the request body: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("could not read the request body: {e}"),
+            )
         }
     })
 }

@@ -29,7 +29,8 @@ impl HttpSink {
         let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url: {e}"))?;
         let mut headers = Vec::new();
         for (name, value) in &config.headers {
-            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
+            let n = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("header {name}: {e}"))?;
             let v = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
             headers.push((n, v));
         }
@@ -88,9 +89,16 @@ impl Sink for HttpSink {
             return Ok(());
         }
         let code = status.as_u16();
-        let retryable = code == 408 || code == 429 || status.is_server_error() || self.retry_statuses.contains(&code);
+        let retryable = code == 408
+            || code == 429
+            || status.is_server_error()
+            || self.retry_statuses.contains(&code);
         let mut error = SinkError::new(
-            if retryable { ErrorClass::Transient } else { ErrorClass::Permanent },
+            if retryable {
+                ErrorClass::Transient
+            } else {
+                ErrorClass::Permanent
+            },
             format!("HTTP {status}"),
         );
         error.status = Some(code);

@@ -26,7 +26,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "<document>" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "<document>"
+        } else {
+            &self.path
+        };
         write!(f, "{path}: {}", self.message)?;
         if let Some((line, column)) = self.position {
             write!(f, " (line {line}, column {column})")?;
@@ -73,7 +77,7 @@ impl<'a> Collector<'a> {
 
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
-        if self.reported.iter().any(|p| *p == path) {
+        if self.reported.contains(&path) {
             return;
         }
         let position = self.positions.find(&path);
@@ -134,7 +138,10 @@ fn parse(
         c.push(path, message);
     }
     let serde_yaml::Value::Mapping(mut top) = doc else {
-        c.push("", "the configuration must be a mapping with server, sources, targets and rules");
+        c.push(
+            "",
+            "the configuration must be a mapping with server, sources, targets and rules",
+        );
         return None;
     };
     let mut config = Config::default();
@@ -145,7 +152,10 @@ fn parse(
     }
     config.sources = list(top.remove("sources"), "sources", c, tagged::<SourceConfig>);
     config.targets = list(top.remove("targets"), "targets", c, |value, path, c| {
-        let name = value.get("name").and_then(|n| n.as_str()).map(str::to_owned);
+        let name = value
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
         let target = tagged::<TargetConfig>(value, path, c);
         if let (None, Some(name)) = (&target, name) {
             c.unparsed_targets.push(name);
@@ -154,14 +164,23 @@ fn parse(
     });
     config.rules = list(top.remove("rules"), "rules", c, section::<RuleConfig>);
     for (key, _) in top {
-        let key = key.as_str().map_or_else(|| format!("{key:?}"), str::to_owned);
-        c.push(key, "unknown key; expected server, sources, targets or rules");
+        let key = key
+            .as_str()
+            .map_or_else(|| format!("{key:?}"), str::to_owned);
+        c.push(
+            key,
+            "unknown key; expected server, sources, targets or rules",
+        );
     }
     Some(config)
 }
 
 /// Deserialize one section, reporting a failure at the deepest path serde knows.
-fn section<T: DeserializeOwned>(value: serde_yaml::Value, path: &str, c: &mut Collector<'_>) -> Option<T> {
+fn section<T: DeserializeOwned>(
+    value: serde_yaml::Value,
+    path: &str,
+    c: &mut Collector<'_>,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -192,12 +211,22 @@ fn section<T: DeserializeOwned>(value: serde_yaml::Value, path: &str, c: &mut Co
 trait Tagged: Sized {
     /// The accepted values of `type`.
     const TYPES: &'static [&'static str];
-    fn variant(tag: &str, value: serde_yaml::Value, path: &str, c: &mut Collector<'_>) -> Option<Self>;
+    fn variant(
+        tag: &str,
+        value: serde_yaml::Value,
+        path: &str,
+        c: &mut Collector<'_>,
+    ) -> Option<Self>;
 }
 
 impl Tagged for SourceConfig {
     const TYPES: &'static [&'static str] = &["http"];
-    fn variant(tag: &str, value: serde_yaml::Value, path: &str, c: &mut Collector<'_>) -> Option<Self> {
+    fn variant(
+        tag: &str,
+        value: serde_yaml::Value,
+        path: &str,
+        c: &mut Collector<'_>,
+    ) -> Option<Self> {
         match tag {
             "http" => section(value, path, c).map(SourceConfig::Http),
             _ => None,
@@ -207,7 +236,12 @@ impl Tagged for SourceConfig {
 
 impl Tagged for TargetConfig {
     const TYPES: &'static [&'static str] = &["http"];
-    fn variant(tag: &str, value: serde_yaml::Value, path: &str, c: &mut Collector<'_>) -> Option<Self> {
+    fn variant(
+        tag: &str,
+        value: serde_yaml::Value,
+        path: &str,
+        c: &mut Collector<'_>,
+    ) -> Option<Self> {
         match tag {
             "http" => section(value, path, c).map(TargetConfig::Http),
             _ => None,
@@ -226,7 +260,10 @@ fn tagged<T: Tagged>(value: serde_yaml::Value, path: &str, c: &mut Collector<'_>
             T::variant(&tag, serde_yaml::Value::Mapping(map), path, c)
         }
         Some(serde_yaml::Value::String(tag)) => {
-            c.push(format!("{path}.type"), format!("unknown type {tag:?}; expected one of {expected}"));
+            c.push(
+                format!("{path}.type"),
+                format!("unknown type {tag:?}; expected one of {expected}"),
+            );
             None
         }
         Some(_) => {
@@ -234,7 +271,10 @@ fn tagged<T: Tagged>(value: serde_yaml::Value, path: &str, c: &mut Collector<'_>
             None
         }
         None => {
-            c.push(path, format!("`type` is missing; expected one of {expected}"));
+            c.push(
+                path,
+                format!("`type` is missing; expected one of {expected}"),
+            );
             None
         }
     }
@@ -298,7 +338,10 @@ fn check_unique<'a>(
     for (i, name) in names.enumerate() {
         check_name(c, format!("{kind}[{i}].name"), name);
         if !seen.insert(name) {
-            c.push(format!("{kind}[{i}].name"), format!("duplicate name {name:?}"));
+            c.push(
+                format!("{kind}[{i}].name"),
+                format!("duplicate name {name:?}"),
+            );
         }
     }
     seen
@@ -309,7 +352,10 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
     if server.listen.parse::<std::net::SocketAddr>().is_err() {
         c.push(
             "server.listen",
-            format!("{:?} is not an address such as 127.0.0.1:8080", server.listen),
+            format!(
+                "{:?} is not an address such as 127.0.0.1:8080",
+                server.listen
+            ),
         );
     }
     if server.data_dir.is_empty() {
@@ -319,7 +365,10 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
         c.push("server.max_event_bytes", "must be greater than 0");
     }
     if server.max_batch_bytes < server.max_event_bytes {
-        c.push("server.max_batch_bytes", "must be at least server.max_event_bytes");
+        c.push(
+            "server.max_batch_bytes",
+            "must be at least server.max_event_bytes",
+        );
     }
 
     check_unique(c, "sources", config.sources.iter().map(SourceConfig::name));
@@ -353,7 +402,10 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
                     format!("unknown target {t:?} (rule {:?})", rule.name),
                 );
             } else if !seen.insert(t) {
-                c.push(format!("rules[{i}].targets[{j}]"), format!("target {t:?} is listed twice"));
+                c.push(
+                    format!("rules[{i}].targets[{j}]"),
+                    format!("target {t:?} is listed twice"),
+                );
             }
         }
         if let Some(filter) = &rule.filter {
@@ -376,7 +428,10 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
             c.push(at("retry.backoff.initial"), "must be greater than 0");
         }
         if retry.backoff.initial > retry.backoff.max {
-            c.push(at("retry.backoff.max"), "must not be less than retry.backoff.initial");
+            c.push(
+                at("retry.backoff.max"),
+                "must not be less than retry.backoff.initial",
+            );
         }
     }
 }
@@ -385,7 +440,14 @@ fn validate_http_target(c: &mut Collector<'_>, i: usize, t: &HttpTargetConfig) {
     let at = |field: &str| format!("targets[{i}].{field}");
     match url::Url::parse(&t.url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        Ok(u) => c.push(at("url"), format!("{:?}: scheme must be http or https with a host, found {:?}", t.url, u.scheme())),
+        Ok(u) => c.push(
+            at("url"),
+            format!(
+                "{:?}: scheme must be http or https with a host, found {:?}",
+                t.url,
+                u.scheme()
+            ),
+        ),
         Err(e) => c.push(at("url"), format!("{:?} is not a URL ({e})", t.url)),
     }
     if t.timeout.is_zero() {
@@ -396,19 +458,27 @@ fn validate_http_target(c: &mut Collector<'_>, i: usize, t: &HttpTargetConfig) {
     }
     for (name, value) in &t.headers {
         if http_header_invalid(name, value) {
-            c.push(format!("targets[{i}].headers.{name}"), "is not a valid HTTP header");
+            c.push(
+                format!("targets[{i}].headers.{name}"),
+                "is not a valid HTTP header",
+            );
         }
     }
     for (j, status) in t.retry_statuses.iter().enumerate() {
         if !(400..500).contains(status) {
-            c.push(format!("targets[{i}].retry_statuses[{j}]"), format!("{status} is not a 4xx status"));
+            c.push(
+                format!("targets[{i}].retry_statuses[{j}]"),
+                format!("{status} is not a 4xx status"),
+            );
         }
     }
 }
 
 fn http_header_invalid(name: &str, value: &str) -> bool {
     name.is_empty()
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
         || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
 }
 
@@ -472,7 +542,10 @@ extra: 1
             "rules[1].name: duplicate name \"a\" (line 17, column 5)",
         ];
         for e in expect {
-            assert!(errs.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errs:#?}");
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
         }
         assert_eq!(errs.len(), expect.len(), "{errs:#?}");
         assert!(errs[1].ends_with("(line 10, column 5)"), "{}", errs[1]);
@@ -484,7 +557,13 @@ extra: 1
         let err = errors(text);
         assert_eq!(err.len(), 2, "{err:?}");
         assert!(err[0].starts_with("targets[0].url: environment variable URL is not set (line 4"));
-        let env = |n: &str| Some(if n == "URL" { "http://h/".into() } else { "tok".into() });
+        let env = |n: &str| {
+            Some(if n == "URL" {
+                "http://h/".into()
+            } else {
+                "tok".into()
+            })
+        };
         let config = load_with_env(text, &env).unwrap();
         let TargetConfig::Http(t) = &config.targets[0];
         assert_eq!(t.url, "http://h/");
@@ -495,6 +574,9 @@ extra: 1
     fn reports_yaml_syntax_errors_with_position() {
         let errs = errors("rules:\n  - name: [unclosed\n");
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].contains("not valid YAML") && errs[0].contains("line"), "{errs:?}");
+        assert!(
+            errs[0].contains("not valid YAML") && errs[0].contains("line"),
+            "{errs:?}"
+        );
     }
 }

@@ -135,7 +135,9 @@ pub fn substitute_env(
         }
         serde_yaml::Value::Mapping(map) => {
             for (key, item) in map.iter_mut() {
-                let key = key.as_str().map_or_else(|| format!("{key:?}"), str::to_owned);
+                let key = key
+                    .as_str()
+                    .map_or_else(|| format!("{key:?}"), str::to_owned);
                 substitute_env(item, &join(path, &key), lookup, errors);
             }
         }
@@ -157,13 +159,15 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, St
                 .find('}')
                 .ok_or_else(|| format!("unterminated `${{` in {s:?}"))?;
             let name = &t[..end];
-            let valid = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(format!("`${{{name}}}` is not a valid environment variable name"));
+                return Err(format!(
+                    "`${{{name}}}` is not a valid environment variable name"
+                ));
             }
-            let value = lookup(name)
-                .ok_or_else(|| format!("environment variable {name} is not set"))?;
+            let value =
+                lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
             out.push_str(&value);
             rest = &t[end + 1..];
         } else {
@@ -195,7 +199,9 @@ mod tests {
         let lookup = |n: &str| (n == "TOKEN").then(|| "s3cret".to_owned());
         assert_eq!(expand("Bearer ${TOKEN}", &lookup).unwrap(), "Bearer s3cret");
         assert_eq!(expand("$${TOKEN} $5", &lookup).unwrap(), "${TOKEN} $5");
-        assert!(expand("${MISSING}", &lookup).unwrap_err().contains("MISSING is not set"));
+        assert!(expand("${MISSING}", &lookup)
+            .unwrap_err()
+            .contains("MISSING is not set"));
         assert!(expand("${TOKEN", &lookup).is_err());
     }
 }

@@ -99,7 +99,10 @@ impl Store {
 
     /// Flush synchronously (shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| StoreError::new("flush", e))
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| StoreError::new("flush", e))
     }
 
     /// Names of the queues present on disk.

@@ -84,7 +84,9 @@ fn run(ops: Vec<Op>) {
     for op in ops {
         match op {
             Op::Enqueue => {
-                queue.enqueue(&Record::new(event_json(model.next_id), now)).unwrap();
+                queue
+                    .enqueue(&Record::new(event_json(model.next_id), now))
+                    .unwrap();
                 model.ready.insert(model.next_seq, model.next_id);
                 model.next_id += 1;
                 model.next_seq += 1;
@@ -108,7 +110,11 @@ fn run(ops: Vec<Op>) {
                             model.delayed.insert((now + delay, e.1), e.2);
                             let mut record = l.record;
                             record.attempts.push(now);
-                            Settlement::Retry { key: l.key, record, due_ms: now + delay }
+                            Settlement::Retry {
+                                key: l.key,
+                                record,
+                                due_ms: now + delay,
+                            }
                         }
                         _ => {
                             model.dead_lettered += 1;

@@ -74,9 +74,18 @@ pub struct Leased {
 /// How a leased event ended this time.
 #[derive(Debug)]
 pub enum Settlement {
-    Delivered { key: Vec<u8> },
-    Retry { key: Vec<u8>, record: Record, due_ms: u64 },
-    DeadLetter { key: Vec<u8>, letter: DeadLetter },
+    Delivered {
+        key: Vec<u8>,
+    },
+    Retry {
+        key: Vec<u8>,
+        record: Record,
+        due_ms: u64,
+    },
+    DeadLetter {
+        key: Vec<u8>,
+        letter: DeadLetter,
+    },
 }
 
 fn ser<T: Serialize>(v: &T) -> Vec<u8> {
@@ -189,10 +198,9 @@ impl Queue {
     }
 
     fn quarantine(&self, k: &[u8], v: &[u8], error: &str) -> Result<(), StoreError> {
-        let raw = serde_json::value::RawValue::from_string(serde_json::to_string(
-            &String::from_utf8_lossy(v),
+        let raw = serde_json::value::RawValue::from_string(
+            serde_json::to_string(&String::from_utf8_lossy(v)).unwrap_or_default(),
         )
-        .unwrap_or_default())
         .map_err(|e| StoreError::new("quarantine", e))?;
         let letter = DeadLetter {
             seq: seq_of(k),
@@ -234,7 +242,11 @@ impl Queue {
                     batch.remove(key);
                     next.delivered += 1;
                 }
-                Settlement::Retry { key: k, record, due_ms } => {
+                Settlement::Retry {
+                    key: k,
+                    record,
+                    due_ms,
+                } => {
                     removed(&k, &mut delayed);
                     let seq = seq_of(&k);
                     batch.remove(k);
@@ -254,7 +266,10 @@ impl Queue {
         }
         batch.insert(counter_key("delivered"), &next.delivered.to_be_bytes());
         batch.insert(counter_key("retried"), &next.retried.to_be_bytes());
-        batch.insert(counter_key("dead_lettered"), &next.dead_lettered.to_be_bytes());
+        batch.insert(
+            counter_key("dead_lettered"),
+            &next.dead_lettered.to_be_bytes(),
+        );
         self.tree
             .apply_batch(batch)
             .map_err(|e| StoreError::new("settle", e))?;
@@ -266,7 +281,11 @@ impl Queue {
     }
 
     /// Dead letters, oldest first, starting after `after` (a seq), at most `limit`.
-    pub fn dead_letters(&self, after: Option<u64>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    pub fn dead_letters(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let start = key(DEAD, &[after.map_or(0, |a| a.saturating_add(1))]);
         let mut out = Vec::new();
         for item in self.tree.range(start..vec![DEAD + 1]).take(limit) {
