@@ -71,14 +71,25 @@ impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
         let mut in_flight: HashSet<Vec<u8>> = HashSet::new();
         let mut tasks: JoinSet<Done> = JoinSet::new();
+        // The last ready key leased: ready keys appear in increasing order, and
+        // any older one still in the ready range is in flight, so scanning on from
+        // here finds exactly the new events.
+        let mut cursor: Option<Vec<u8>> = None;
         loop {
             // Every wake-up (a completion, new events, a retry coming due) leases
             // whatever room there is.
             if in_flight.len() < self.concurrency {
                 let room = self.concurrency - in_flight.len();
-                match self.sub.queue.lease(room, now_ms(), &in_flight) {
+                match self
+                    .sub
+                    .queue
+                    .lease(room, now_ms(), &in_flight, cursor.as_deref())
+                {
                     Ok(batch) => {
                         for leased in batch {
+                            if leased.is_ready() {
+                                cursor = Some(leased.key.clone());
+                            }
                             in_flight.insert(leased.key.clone());
                             let sink = self.sink.clone();
                             tasks.spawn(async move {

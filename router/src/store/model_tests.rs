@@ -75,6 +75,21 @@ fn id_of(record: &Record) -> u64 {
     v["id"].as_str().unwrap().parse().unwrap()
 }
 
+/// sled's I/O threads may hold the directory lock for a moment after the last
+/// handle drops; a restart in a new process never sees that.
+fn reopen(path: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(path) {
+            Ok(store) => return store,
+            Err(e) if std::time::Instant::now() < deadline && e.message.contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
@@ -92,7 +107,7 @@ fn run(ops: Vec<Op>) {
                 model.next_seq += 1;
             }
             Op::Deliver(n) | Op::Retry(n, _) | Op::Dead(n) => {
-                let leased = queue.lease(n, now, &HashSet::new()).unwrap();
+                let leased = queue.lease(n, now, &HashSet::new(), None).unwrap();
                 let expected = model.lease(n, now);
                 let got: Vec<u64> = leased.iter().map(|l| id_of(&l.record)).collect();
                 let want: Vec<u64> = expected.iter().map(|e| e.2).collect();
@@ -145,7 +160,7 @@ fn run(ops: Vec<Op>) {
             Op::Reopen => {
                 drop(queue);
                 drop(store);
-                store = Store::open(dir.path()).unwrap();
+                store = reopen(dir.path());
                 queue = store.queue("s").unwrap();
             }
         }

@@ -54,6 +54,9 @@ struct State {
     dead: AtomicU64,
     /// Totals; the lock also serialises settlements so counters are written in order.
     totals: Mutex<Totals>,
+    /// Held while a sequence number is drawn and its record inserted, so ready keys
+    /// become visible in increasing order and a reader's cursor never skips one.
+    append: Mutex<()>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -69,6 +72,13 @@ pub struct Leased {
     /// Where the record lives now.
     pub key: Vec<u8>,
     pub record: Record,
+}
+
+impl Leased {
+    /// Whether it came from the ready range (not from a scheduled retry).
+    pub fn is_ready(&self) -> bool {
+        self.key.first() == Some(&READY)
+    }
 }
 
 /// How a leased event ended this time.
@@ -136,6 +146,7 @@ impl Queue {
             delayed: AtomicU64::new(count(DELAYED)),
             dead: AtomicU64::new(count(DEAD)),
             totals: Mutex::new(totals),
+            append: Mutex::new(()),
         };
         Ok(Self {
             db: db.clone(),
@@ -146,30 +157,42 @@ impl Queue {
 
     /// Append an event. Not durable until [`super::Store::commit`] returns.
     pub fn enqueue(&self, record: &Record) -> Result<u64, StoreError> {
+        let value = ser(record);
+        let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self
             .db
             .generate_id()
             .map_err(|e| StoreError::new("enqueue", e))?;
         self.tree
-            .insert(key(READY, &[seq]), ser(record))
+            .insert(key(READY, &[seq]), value)
             .map_err(|e| StoreError::new("enqueue", e))?;
         self.state.ready.fetch_add(1, Ordering::Relaxed);
         Ok(seq)
     }
 
     /// Up to `max` events to deliver: retries that are due (earliest first), then
-    /// ready events (oldest first). Keys in `in_flight` are skipped.
+    /// ready events (oldest first) after the key `ready_after` (a reader's cursor:
+    /// the last ready key it leased). Keys in `in_flight` are skipped.
     pub fn lease(
         &self,
         max: usize,
         now_ms: u64,
         in_flight: &HashSet<Vec<u8>>,
+        ready_after: Option<&[u8]>,
     ) -> Result<Vec<Leased>, StoreError> {
         let mut out = Vec::new();
         let due_end = key(DELAYED, &[now_ms.saturating_add(1)]);
+        let ready_start = match ready_after {
+            Some(k) => {
+                let mut start = k.to_vec();
+                start.push(0);
+                start
+            }
+            None => vec![READY],
+        };
         let sources = [
             self.tree.range(vec![DELAYED]..due_end),
-            self.tree.scan_prefix([READY]),
+            self.tree.range(ready_start..vec![READY + 1]),
         ];
         for iter in sources {
             for item in iter {
@@ -303,6 +326,7 @@ impl Queue {
     pub fn redrive(&self, only: Option<&[u64]>) -> Result<u64, StoreError> {
         let mut moved = 0u64;
         let mut batch = sled::Batch::default();
+        let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
         for item in self.tree.scan_prefix([DEAD]) {
             let (k, v) = item.map_err(|e| StoreError::new("redrive", e))?;
             if only.is_some_and(|seqs| !seqs.contains(&seq_of(&k))) {
