@@ -39,6 +39,7 @@ pub enum PublishError {
 impl Engine {
     /// Compile the rules of a validated config and open every subscription queue.
     pub fn build(config: &Config, store: Store, metrics: Metrics) -> Result<Self, StoreError> {
+        metrics.register_store(&store);
         let mut buses: HashMap<String, Vec<Rule>> = HashMap::new();
         let mut subscriptions = Vec::new();
         for rule in &config.rules {

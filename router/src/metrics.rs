@@ -1,4 +1,7 @@
 //! Prometheus metrics, named `sluice_<thing>_<unit>`, labelled by bus, rule, target.
+//!
+//! The `expect`s here run on fixed metric definitions at start-up: names, labels and
+//! buckets are literals, and each metric is registered once, so they cannot fail.
 
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -128,12 +131,47 @@ impl Metrics {
         self.rejected.with_label_values(&[bus, source])
     }
 
+    /// Export the store's counters (`sluice_store_flushes_total`).
+    pub fn register_store(&self, store: &crate::store::Store) {
+        let counter = prometheus::IntCounter::with_opts(Opts::new(
+            "sluice_store_flushes_total",
+            "Group commits of the store; each is one fsync covering many events.",
+        ))
+        .expect("valid metric definition");
+        let collector = StoreCollector {
+            store: store.clone(),
+            counter,
+        };
+        self.registry
+            .register(Box::new(collector))
+            .expect("metric registered once");
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         use prometheus::Encoder;
         let mut out = Vec::new();
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Reads the store's counters when scraped.
+struct StoreCollector {
+    store: crate::store::Store,
+    counter: prometheus::IntCounter,
+}
+
+impl prometheus::core::Collector for StoreCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let seen = self.counter.get();
+        self.counter
+            .inc_by(self.store.flushes().saturating_sub(seen));
+        self.counter.collect()
     }
 }
 

@@ -351,3 +351,62 @@ async fn operations_endpoints_answer() {
     assert_eq!(rules["rules"][0]["name"], "big-orders");
     assert_eq!(sluice.terminate(), Some(0), "{}", sluice.log());
 }
+
+#[tokio::test]
+async fn concurrent_requests_share_fsyncs() {
+    let recv = Receiver::start().await;
+    let sluice = Sluice::start(&orders_config(&recv.url(), "")).await;
+    let flushes = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("sluice_store_flushes_total "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let metrics = || async {
+        sluice
+            .client
+            .get(sluice.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = flushes(&metrics().await);
+    let mut tasks = Vec::new();
+    for worker in 0..64 {
+        let (client, url) = (sluice.client.clone(), sluice.url("/events"));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/cloudevents+json")
+                    .body(
+                        event(
+                            format!("{worker}-{i}"),
+                            "order.created",
+                            json!({"amount": 500}),
+                        )
+                        .to_string(),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    recv.wait_for(640, Duration::from_secs(30)).await;
+    let used = flushes(&metrics().await) - before;
+    assert!(used > 0);
+    eprintln!("640 events, {used} fsyncs");
+    assert!(
+        used < 320,
+        "640 concurrent events took {used} fsyncs; group commit should share them"
+    );
+}

@@ -8,6 +8,7 @@ mod queue;
 mod record;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -45,6 +46,8 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 pub struct Store {
     db: sled::Db,
     commits: mpsc::Sender<Waiter>,
+    /// Group commits (fsyncs) done so far.
+    flushes: Arc<AtomicU64>,
     _flusher: Arc<FlusherGuard>,
 }
 
@@ -70,13 +73,16 @@ impl Store {
             .map_err(|e| StoreError::new("open", e))?;
         let (tx, rx) = mpsc::channel::<Waiter>(65_536);
         let flusher_db = db.clone();
+        let flushes = Arc::new(AtomicU64::new(0));
+        let counter = flushes.clone();
         let handle = std::thread::Builder::new()
             .name("sluice-commit".into())
-            .spawn(move || flusher(flusher_db, rx))
+            .spawn(move || flusher(flusher_db, rx, &counter))
             .map_err(|e| StoreError::new("open", e))?;
         Ok(Self {
             db,
             commits: tx,
+            flushes,
             _flusher: Arc::new(FlusherGuard(Some(handle))),
         })
     }
@@ -105,6 +111,11 @@ impl Store {
             .map_err(|e| StoreError::new("flush", e))
     }
 
+    /// How many group commits (each one fsync) ran since open.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
     /// Names of the queues present on disk.
     pub fn queue_names(&self) -> Vec<String> {
         self.db
@@ -122,7 +133,7 @@ impl Store {
 
 /// The group-commit loop, on its own thread so an fsync never blocks the runtime.
 /// It takes every waiter queued so far, flushes once, and answers them all.
-fn flusher(db: sled::Db, mut rx: mpsc::Receiver<Waiter>) {
+fn flusher(db: sled::Db, mut rx: mpsc::Receiver<Waiter>, flushes: &AtomicU64) {
     let mut waiters = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         waiters.push(first);
@@ -133,6 +144,7 @@ fn flusher(db: sled::Db, mut rx: mpsc::Receiver<Waiter>) {
             .flush()
             .map(|_| ())
             .map_err(|e| StoreError::new("flush", e));
+        flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, "Store flush failed.");
         }
