@@ -6,6 +6,7 @@
 //! [`sink::Sink`] with retries, backoff and a dead-letter list.
 //! Connectors implement [`sink::Sink`]; this crate never depends on them.
 
+pub mod cesql;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -13,6 +14,7 @@ pub mod pattern;
 
 pub use cloudevents;
 pub mod store;
+pub mod transform;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

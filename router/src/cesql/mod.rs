@@ -1,0 +1,1 @@
+//! CloudEvents SQL (CESQL v1).

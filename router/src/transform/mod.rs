@@ -1,0 +1,1 @@
+//! Transforms applied before delivery.
