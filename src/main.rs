@@ -2,6 +2,7 @@
 
 mod admin;
 mod serve;
+mod test_rule;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,21 @@ enum Command {
     Validate {
         #[arg(short, long, env = "SLUICE_CONFIG")]
         config: PathBuf,
+    },
+    /// Dry-run one rule: does each event match, which clause failed if not, and
+    /// what would be delivered. Exit 0 when it ran, 1 on a config or input error.
+    TestRule {
+        #[arg(short, long, env = "SLUICE_CONFIG")]
+        config: PathBuf,
+        /// The rule's name.
+        #[arg(long)]
+        rule: String,
+        /// A file with one event (CloudEvents JSON), a JSON array of events, or JSON
+        /// lines; `-` reads standard input.
+        #[arg(long)]
+        event: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: test_rule::Format,
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
@@ -60,6 +76,22 @@ fn main() -> ExitCode {
                 serde_json::to_string_pretty(&config::json_schema()).unwrap_or_default()
             );
             ExitCode::SUCCESS
+        }
+        Command::TestRule {
+            config,
+            rule,
+            event,
+            format,
+        } => {
+            let result = read_config(&config)
+                .and_then(|c| test_rule::run(&c, &config, &rule, &event, format));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Validate { config } => match read_config(&config) {
             Ok(c) => {

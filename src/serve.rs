@@ -19,6 +19,7 @@ use sluice_router::engine::Engine;
 use sluice_router::metrics::Metrics;
 use sluice_router::retry::RetryPolicy;
 use sluice_router::store::Store;
+use sluice_router::transform::Transform;
 use tokio_util::sync::CancellationToken;
 
 pub fn init_tracing() {
@@ -51,6 +52,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the store in {}", config.server.data_dir))?;
     let engine = Arc::new(Engine::build(&config, store.clone(), Metrics::new())?);
 
+    // One compiled transform per rule, shared by the rule's subscriptions.
+    let mut transforms = std::collections::HashMap::new();
+    for rule in &config.rules {
+        if let Some(t) = &rule.transform {
+            let compiled = Transform::compile(t)
+                .map_err(|e| anyhow::anyhow!("rule {}: transform: {e:?}", rule.name))?;
+            transforms.insert(rule.name.clone(), Arc::new(compiled));
+        }
+    }
     let shutdown = CancellationToken::new();
     let mut dispatchers = tokio::task::JoinSet::new();
     for sub in engine.subscriptions() {
@@ -65,9 +75,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .find(|t| t.name() == sub.target)
             .context("subscription without target")?;
         let sink = sluice_connectors::build_sink(target)?;
+        let transform = transforms.get(&sub.rule).cloned();
         let dispatcher = Dispatcher::new(
             sub.clone(),
             sink,
+            transform,
             RetryPolicy::from(&rule.retry),
             target.concurrency(),
         );

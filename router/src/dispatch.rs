@@ -20,6 +20,7 @@ use crate::now_ms;
 use crate::retry::{Next, RetryPolicy};
 use crate::sink::{Sink, SinkError};
 use crate::store::{DeadLetter, Leased, Queue, Settlement};
+use crate::transform::Transform;
 
 /// One (rule, target) pair: its queue, its wake-up signal and its metrics.
 pub struct Subscription {
@@ -45,6 +46,7 @@ impl Subscription {
 pub struct Dispatcher {
     sub: Arc<Subscription>,
     sink: Arc<dyn Sink>,
+    transform: Option<Arc<Transform>>,
     policy: RetryPolicy,
     concurrency: usize,
 }
@@ -55,12 +57,14 @@ impl Dispatcher {
     pub fn new(
         sub: Arc<Subscription>,
         sink: Arc<dyn Sink>,
+        transform: Option<Arc<Transform>>,
         policy: RetryPolicy,
         concurrency: usize,
     ) -> Self {
         Self {
             sub,
             sink,
+            transform,
             policy,
             concurrency: concurrency.max(1),
         }
@@ -92,9 +96,10 @@ impl Dispatcher {
                             }
                             in_flight.insert(leased.key.clone());
                             let sink = self.sink.clone();
+                            let transform = self.transform.clone();
                             tasks.spawn(async move {
                                 let started = now_ms();
-                                let result = deliver(&*sink, &leased).await;
+                                let result = deliver(&*sink, transform.as_deref(), &leased).await;
                                 (leased, result, started)
                             });
                         }
@@ -226,11 +231,25 @@ impl Dispatcher {
     }
 }
 
-async fn deliver(sink: &dyn Sink, leased: &Leased) -> Result<(), SinkError> {
+/// Read the stored event, transform it, deliver it. A transform that fails on this
+/// event is a permanent error: the event is dead-lettered with the reason.
+async fn deliver(
+    sink: &dyn Sink,
+    transform: Option<&Transform>,
+    leased: &Leased,
+) -> Result<(), SinkError> {
     let event: Event = serde_json::from_str(leased.record.event.get()).map_err(|e| {
         SinkError::permanent(format!("stored event is not a valid CloudEvent: {e}"))
     })?;
-    sink.deliver(&event).await
+    match transform {
+        Some(t) => {
+            let out = t
+                .apply(&event)
+                .map_err(|e| SinkError::permanent(format!("transform failed: {e}")))?;
+            sink.deliver(&out).await
+        }
+        None => sink.deliver(&event).await,
+    }
 }
 
 async fn sleep_opt(d: Option<Duration>) {

@@ -1,7 +1,6 @@
 //! The engine: rules compiled per bus, one subscription per (rule, target), and the
 //! publish path every source uses.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -11,20 +10,26 @@ use crate::dispatch::Subscription;
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::now_ms;
-use crate::pattern::Pattern;
+use crate::rules::{RuleSet, Scratch};
 use crate::store::{Record, Store, StoreError};
-
-struct Rule {
-    pattern: Option<Pattern>,
-    subs: Vec<Arc<Subscription>>,
-}
 
 /// Everything between a source and the dispatchers.
 pub struct Engine {
-    buses: HashMap<String, Vec<Rule>>,
+    rules: RuleSet,
+    /// Per rule (same order as `rules.rules`), its subscriptions.
+    rule_subs: Vec<Vec<Arc<Subscription>>>,
     subscriptions: Vec<Arc<Subscription>>,
     store: Store,
     pub metrics: Metrics,
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Rules(Vec<crate::rules::RuleError>),
 }
 
 /// Why a publish was not accepted.
@@ -38,18 +43,12 @@ pub enum PublishError {
 
 impl Engine {
     /// Compile the rules of a validated config and open every subscription queue.
-    pub fn build(config: &Config, store: Store, metrics: Metrics) -> Result<Self, StoreError> {
+    pub fn build(config: &Config, store: Store, metrics: Metrics) -> Result<Self, BuildError> {
         metrics.register_store(&store);
-        let mut buses: HashMap<String, Vec<Rule>> = HashMap::new();
+        let rules = RuleSet::compile(&config.rules).map_err(BuildError::Rules)?;
+        let mut rule_subs = Vec::with_capacity(config.rules.len());
         let mut subscriptions = Vec::new();
         for rule in &config.rules {
-            let pattern = match &rule.filter {
-                // Validation compiled the same pattern already.
-                Some(f) => Some(Pattern::compile(&f.pattern).map_err(|e| {
-                    StoreError::new("compile rule", format!("rule {}: {e:?}", rule.name))
-                })?),
-                None => None,
-            };
             let mut subs = Vec::new();
             for target in &rule.targets {
                 let name = format!("{}.{}", rule.name, target);
@@ -66,17 +65,19 @@ impl Engine {
                 subs.push(sub.clone());
                 subscriptions.push(sub);
             }
-            buses
-                .entry(rule.bus.clone())
-                .or_default()
-                .push(Rule { pattern, subs });
+            rule_subs.push(subs);
         }
         Ok(Self {
-            buses,
+            rules,
+            rule_subs,
             subscriptions,
             store,
             metrics,
         })
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
     }
 
     pub fn subscriptions(&self) -> &[Arc<Subscription>] {
@@ -100,31 +101,24 @@ impl Engine {
         source: &str,
         events: &[Event],
     ) -> Result<usize, PublishError> {
-        let rules = self.buses.get(bus).map(Vec::as_slice).unwrap_or_default();
         let now = now_ms();
         let mut touched: Vec<&Arc<Subscription>> = Vec::new();
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::default();
+        let mut matched = Vec::new();
         let mut written = 0;
         for event in events {
-            let mut encoded: Option<Box<RawValue>> = None;
-            for rule in rules {
-                if let Some(p) = &rule.pattern {
-                    if !p.matches(event, &mut scratch) {
-                        continue;
-                    }
-                }
-                let raw = match &encoded {
-                    Some(raw) => raw.clone(),
-                    None => {
-                        let text = serde_json::to_string(event)
-                            .map_err(|e| PublishError::Encode(e.to_string()))?;
-                        let raw = RawValue::from_string(text)
-                            .map_err(|e| PublishError::Encode(e.to_string()))?;
-                        encoded.insert(raw).clone()
-                    }
-                };
-                let record = Record::new(raw, now);
-                for sub in &rule.subs {
+            matched.clear();
+            self.rules.matching(bus, event, &mut scratch, &mut matched);
+            if matched.is_empty() {
+                continue;
+            }
+            let text =
+                serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
+            let raw =
+                RawValue::from_string(text).map_err(|e| PublishError::Encode(e.to_string()))?;
+            let record = Record::new(raw, now);
+            for &rule in &matched {
+                for sub in &self.rule_subs[rule as usize] {
                     sub.queue.enqueue(&record)?;
                     sub.metrics.matched.inc();
                     written += 1;

@@ -329,6 +329,17 @@ pub enum FieldValue<'a> {
     Null,
 }
 
+impl std::fmt::Display for FieldValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldValue::Str(s) => write!(f, "{:?}", s.as_ref()),
+            FieldValue::Num(n) => write!(f, "{n}"),
+            FieldValue::Bool(b) => write!(f, "{b}"),
+            FieldValue::Null => write!(f, "null"),
+        }
+    }
+}
+
 /// Push every leaf value found at `path` (attribute name, then keys into `data`).
 /// Arrays are flattened, so a path through an array of objects reaches every element.
 pub fn field_values<'a, S: AsRef<str>>(

@@ -10,6 +10,7 @@ pub mod cesql;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod pattern;
 
 pub use cloudevents;
@@ -26,4 +27,5 @@ pub mod dispatch;
 pub mod engine;
 pub mod metrics;
 pub mod retry;
+pub mod rules;
 pub mod sink;

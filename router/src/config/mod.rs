@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 pub use types::*;
 pub use yaml::Positions;
 
-use crate::pattern::Pattern;
+use crate::filter::Filter;
+use crate::transform::Transform;
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,12 +410,24 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
             }
         }
         if let Some(filter) = &rule.filter {
-            if let Err(errors) = Pattern::compile(&filter.pattern) {
+            if let Err(errors) = Filter::compile(filter) {
                 for e in errors {
                     let path = if e.path.is_empty() {
-                        at("filter.pattern")
+                        at("filter")
                     } else {
-                        format!("rules[{i}].filter.pattern.{}", e.path)
+                        format!("rules[{i}].filter.{}", e.path)
+                    };
+                    c.push(path, format!("{} (rule {:?})", e.message, rule.name));
+                }
+            }
+        }
+        if let Some(transform) = &rule.transform {
+            if let Err(errors) = Transform::compile(transform) {
+                for e in errors {
+                    let path = if e.path.is_empty() {
+                        at("transform")
+                    } else {
+                        format!("rules[{i}].transform.{}", e.path)
                     };
                     c.push(path, format!("{} (rule {:?})", e.message, rule.name));
                 }

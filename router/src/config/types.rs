@@ -180,20 +180,95 @@ pub struct RuleConfig {
     pub filter: Option<FilterConfig>,
     /// Names of the targets that receive the matching events.
     pub targets: Vec<String>,
+    /// Optional reshaping of each matching event before delivery.
+    #[serde(default)]
+    pub transform: Option<TransformConfig>,
     /// Retry schedule of this rule's subscriptions.
     #[serde(default)]
     pub retry: RetryConfig,
 }
 
-/// How a rule selects events.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+/// How a rule selects events. Every part given must match (AND).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// An EventBridge-style pattern over the event: attribute names at the top
     /// (`type`, `source`, `subject`, extensions) and `data` for the JSON payload.
-    /// Leaves are lists of values or matchers (`prefix`, `suffix`, `anything-but`,
-    /// `numeric`, `exists`); a list means OR, several keys mean AND.
-    pub pattern: serde_json::Value,
+    /// Leaves are lists of values or matchers (`prefix`, `suffix`,
+    /// `equals-ignore-case`, `wildcard`, `anything-but`, `numeric`, `cidr`, `exists`);
+    /// a list means OR, several keys mean AND, `$or` chooses between sub-patterns.
+    #[serde(default)]
+    pub pattern: Option<serde_json::Value>,
+    /// A CloudEvents SQL (CESQL v1) expression, e.g.
+    /// `type = 'order.created' AND data.amount > 100` (`data.*` reads JSON payloads).
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// CloudEvents Subscriptions API filters (`exact`, `prefix`, `suffix`, `all`,
+    /// `any`, `not`, `sql`); all of them must match.
+    #[serde(default)]
+    pub filters: Vec<DialectConfig>,
+}
+
+/// A CloudEvents Subscriptions API filter expression.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum DialectConfig {
+    /// Every named attribute equals its value (`data.x.y` reads the payload).
+    Exact(BTreeMap<String, String>),
+    /// Every named attribute starts with its value.
+    Prefix(BTreeMap<String, String>),
+    /// Every named attribute ends with its value.
+    Suffix(BTreeMap<String, String>),
+    /// All of the nested filters match.
+    All(Vec<DialectConfig>),
+    /// At least one of the nested filters matches.
+    Any(Vec<DialectConfig>),
+    /// The nested filter does not match.
+    Not(Box<DialectConfig>),
+    /// A CESQL expression.
+    Sql(String),
+}
+
+/// What a rule delivers: the event with new `data` and attributes. The program or
+/// template reads the whole event as JSON (`{"id", "source", "type", ..., "data"}`).
+/// Give exactly one of `jq`, `template`, `path`, `constant` or `data`; `set` may go
+/// with any of them. The original `id` and `source` are always kept, so idempotent
+/// sinks still recognise a redelivery. An event the transform fails on is
+/// dead-lettered with the error.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    /// A jq program; its single output becomes the delivered data.
+    #[serde(default)]
+    pub jq: Option<String>,
+    /// EventBridge input-transformer style: named input paths and a template.
+    #[serde(default)]
+    pub template: Option<TemplateConfig>,
+    /// One JSON path (e.g. `$.data.order`); the value there becomes the data.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A fixed value delivered as the data.
+    #[serde(default)]
+    pub constant: Option<serde_json::Value>,
+    /// `true`: deliver the event's own data unchanged (useful with `set` alone).
+    #[serde(default)]
+    pub data: Option<bool>,
+    /// Attributes of the delivered event: `type`, `subject`, `dataschema`,
+    /// `datacontenttype` or an extension name, to a string value.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+}
+
+/// An input-transformer template.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    /// Names for values in the event, e.g. `amount: $.data.amount`.
+    #[serde(default)]
+    pub input_paths: BTreeMap<String, String>,
+    /// A JSON value whose strings may hold `<name>` placeholders (a string that is
+    /// exactly `<name>` keeps the value's type), or a text template (a YAML string).
+    pub template: serde_json::Value,
 }
 
 /// When to give up on an event and dead-letter it.

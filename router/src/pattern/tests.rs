@@ -1,0 +1,90 @@
+
+use super::*;
+use crate::event::EventFields;
+use serde_json::json;
+
+fn event(data: Value) -> Event {
+    let mut fields = EventFields::new();
+    fields
+        .attr("specversion", "1.0")
+        .attr("id", "1")
+        .attr("source", "/orders")
+        .attr("type", "order.created")
+        .attr("region", "eu-west-1")
+        .data(crate::event::RawData::Json(data));
+    fields.build().unwrap()
+}
+
+fn check(pattern: Value, data: Value) -> bool {
+    let p = Pattern::compile(&pattern).unwrap();
+    p.matches(&event(data), &mut Vec::new())
+}
+
+#[test]
+fn matches_each_operator() {
+    let d = json!({"amount": 150, "tags": ["a", "vip"], "ok": true, "none": null,
+                       "items": [{"sku": "X-1"}, {"sku": "Y-2"}], "name": "alice"});
+    assert!(check(json!({"type": ["order.created"]}), d.clone()));
+    assert!(!check(json!({"type": ["order.deleted"]}), d.clone()));
+    assert!(check(json!({"data": {"amount": [150.0]}}), d.clone()));
+    assert!(!check(json!({"data": {"amount": ["150"]}}), d.clone()));
+    assert!(check(
+        json!({"data": {"amount": [{"numeric": [">", 100, "<=", 150]}]}}),
+        d.clone()
+    ));
+    assert!(!check(
+        json!({"data": {"amount": [{"numeric": [">", 150]}]}}),
+        d.clone()
+    ));
+    assert!(check(json!({"data": {"tags": ["vip"]}}), d.clone()));
+    assert!(check(
+        json!({"data": {"items": {"sku": [{"prefix": "Y-"}]}}}),
+        d.clone()
+    ));
+    assert!(check(
+        json!({"data": {"name": [{"suffix": "ice"}]}}),
+        d.clone()
+    ));
+    assert!(check(
+        json!({"data": {"ok": [true]}, "region": [{"prefix": "eu-"}]}),
+        d.clone()
+    ));
+    assert!(check(json!({"data": {"none": [null]}}), d.clone()));
+    assert!(check(
+        json!({"data": {"none": [{"exists": true}]}}),
+        d.clone()
+    ));
+    assert!(check(
+        json!({"data": {"missing": [{"exists": false}]}}),
+        d.clone()
+    ));
+    assert!(!check(
+        json!({"data": {"missing": [{"anything-but": "x"}]}}),
+        d.clone()
+    ));
+    assert!(check(
+        json!({"data": {"name": [{"anything-but": ["bob", "carol"]}]}}),
+        d.clone()
+    ));
+    assert!(!check(
+        json!({"data": {"name": [{"anything-but": {"prefix": "al"}}]}}),
+        d.clone()
+    ));
+    assert!(check(json!({"source": ["/billing", "/orders"]}), d.clone()));
+    assert!(!check(
+        json!({"type": ["order.created"], "source": ["/billing"]}),
+        d
+    ));
+}
+
+#[test]
+fn reports_every_bad_clause_with_its_path() {
+    let errors = Pattern::compile(&json!({
+        "type": "order.created",
+        "data": {"amount": [{"numeric": [">", "x"]}], "n": [{"between": 1}]}
+    }))
+    .unwrap_err();
+    let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["data.amount[0]", "data.n[0]", "type"]);
+    assert!(errors[1].message.contains("unknown matcher \"between\""));
+}
