@@ -4,3 +4,4 @@ mod config;
 mod delivery;
 mod harness;
 mod ingest;
+mod rules;

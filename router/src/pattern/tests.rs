@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::event::EventFields;
 use serde_json::json;
