@@ -1,33 +1,10 @@
 //! A rule's filter: an event pattern, a CESQL expression and Subscriptions API
 //! filters, all of which must match; with explanations for the dry run.
 
-// TEMP until the CESQL module lands.
-mod shim {
-    #[derive(Debug)]
-    pub struct Expression;
-    #[derive(Debug)]
-    pub struct E;
-    impl std::fmt::Display for E {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "unsupported")
-        }
-    }
-    impl Expression {
-        pub fn parse(_: &str) -> Result<Self, E> {
-            Err(E)
-        }
-        pub fn matches(&self, _: &crate::event::Event) -> bool {
-            false
-        }
-        pub fn evaluate(&self, _: &crate::event::Event) -> (bool, Option<E>) {
-            (false, None)
-        }
-    }
-}
+use crate::cesql::Expression;
 use crate::config::{DialectConfig, FilterConfig};
 use crate::event::{field_values, Event, FieldValue};
 use crate::pattern::Pattern;
-use shim::Expression;
 
 /// A compiled filter.
 pub struct Filter {
@@ -235,7 +212,7 @@ impl Dialect {
 fn explain_sql(e: &Expression, event: &Event, path: &str) -> String {
     match e.evaluate(event) {
         (_, Some(err)) => format!("{path}: evaluation failed: {err}"),
-        (value, None) => format!("{path}: evaluated to {value:?}, not TRUE"),
+        (value, None) => format!("{path}: evaluated to {value}, not TRUE"),
     }
 }
 
