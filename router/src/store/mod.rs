@@ -41,6 +41,17 @@ impl StoreError {
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
+/// sled's log segment size. Queues insert and delete constantly, which frees the
+/// segments at the end of the file; sled 0.34.7 then truncates the file from its
+/// I/O thread pool, and under a heavy write load that pool can starve the
+/// truncation while a writer waits for it (sled issue 1412). Larger segments make
+/// truncations (and that wait) 16x rarer than the 512 KiB default. Fixed when a
+/// store is created.
+const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
+
+/// sled's page cache; the default 1 GiB would let a drained backlog keep that much.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The durable store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -69,6 +80,8 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.as_ref())
             .mode(sled::Mode::HighThroughput)
+            .segment_size(SEGMENT_SIZE)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::new("open", e))?;
         let (tx, rx) = mpsc::channel::<Waiter>(65_536);
