@@ -210,7 +210,7 @@ pub struct FilterConfig {
 }
 
 /// A CloudEvents Subscriptions API filter expression.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum DialectConfig {
     /// Every named attribute equals its value (`data.x.y` reads the payload).
@@ -227,6 +227,41 @@ pub enum DialectConfig {
     Not(Box<DialectConfig>),
     /// A CESQL expression.
     Sql(String),
+}
+
+/// Read by hand as `{dialect: argument}`: serde_yaml only reads externally tagged
+/// enums from YAML tags when going through its `Value`, and users write mappings.
+impl<'de> Deserialize<'de> for DialectConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(d)?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(D::Error::custom(
+                "a filter is a mapping with one key: exact, prefix, suffix, all, any, not or sql",
+            ));
+        };
+        let mut entries = map.into_iter();
+        let (Some((name, arg)), None) = (entries.next(), entries.next()) else {
+            return Err(D::Error::custom(
+                "a filter has exactly one key: exact, prefix, suffix, all, any, not or sql",
+            ));
+        };
+        let parsed = match name.as_str() {
+            "exact" => serde_json::from_value(arg).map(DialectConfig::Exact),
+            "prefix" => serde_json::from_value(arg).map(DialectConfig::Prefix),
+            "suffix" => serde_json::from_value(arg).map(DialectConfig::Suffix),
+            "all" => serde_json::from_value(arg).map(DialectConfig::All),
+            "any" => serde_json::from_value(arg).map(DialectConfig::Any),
+            "not" => serde_json::from_value(arg).map(DialectConfig::Not),
+            "sql" => serde_json::from_value(arg).map(DialectConfig::Sql),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown filter {other:?}; expected exact, prefix, suffix, all, any, not or sql"
+                )))
+            }
+        };
+        parsed.map_err(|e| D::Error::custom(format!("{name}: {e}")))
+    }
 }
 
 /// What a rule delivers: the event with new `data` and attributes. The program or
