@@ -87,3 +87,65 @@ fn reports_every_bad_clause_with_its_path() {
     assert_eq!(paths, ["data.amount[0]", "data.n[0]", "type"]);
     assert!(errors[1].message.contains("unknown matcher \"between\""));
 }
+
+fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        prop_oneof![
+            Just("prefix"),
+            Just("suffix"),
+            Just("numeric"),
+            Just("exists"),
+            Just("cidr"),
+            Just("wildcard"),
+            Just("anything-but"),
+            Just("equals-ignore-case"),
+            Just("$or"),
+            Just(">"),
+            Just("<="),
+            Just("="),
+            Just("*"),
+            Just("a\\\\*"),
+            Just("10.0.0.0/8"),
+            Just("::/0"),
+        ]
+        .prop_map(Value::from),
+        ".{0,6}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("prefix".to_owned()),
+                    Just("numeric".to_owned()),
+                    Just("$or".to_owned()),
+                    Just("anything-but".to_owned()),
+                    Just("data".to_owned()),
+                    Just("type".to_owned()),
+                    "[a-z$]{1,4}"
+                ],
+                inner,
+                0..4
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #[test]
+    fn compiling_any_json_never_panics(pattern in arb_json(), data in arb_json()) {
+        if let Ok(p) = Pattern::compile(&pattern) {
+            let e = event(data);
+            let _ = p.matches(&e, &mut Vec::new());
+            let _ = p.explain(&e);
+        }
+    }
+}
