@@ -51,6 +51,11 @@ enum Command {
     Schema,
 }
 
+/// jemalloc: the event path allocates many small short-lived buffers, and the
+/// system allocator's locking showed up in profiles.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The configuration `sluice serve` uses when given no file.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../schemas/examples/default.yaml");
 

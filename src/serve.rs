@@ -105,7 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ready: Arc::new(AtomicBool::new(false)),
     };
     let app = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state.clone())
@@ -168,6 +168,26 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Alive, unless the store has been stuck in one flush for longer than
+/// `STORE_STALL`: then 503, so a supervisor's liveness check restarts sluice.
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.engine.store().flush_stalled_for() {
+        Some(stalled) if stalled > STORE_STALL => {
+            tracing::error!(
+                stalled_secs = stalled.as_secs(),
+                "The store is stuck in a flush."
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "store stalled", "stalled_secs": stalled.as_secs()})),
+            )
+        }
+        _ => (StatusCode::OK, Json(json!({"status": "ok"}))),
+    }
+}
+
+const STORE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.ready.load(Ordering::SeqCst) {

@@ -45,7 +45,8 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 /// segments at the end of the file; sled 0.34.7 then truncates the file from its
 /// I/O thread pool, and under a heavy write load that pool can starve the
 /// truncation while a writer waits for it (sled issue 1412). Larger segments make
-/// truncations (and that wait) 16x rarer than the 512 KiB default. Fixed when a
+/// truncations (and that wait) 16x rarer than the 512 KiB default; sled keeps
+/// I/O buffers of this size, so it also sets part of the idle memory. Fixed when a
 /// store is created.
 const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 
@@ -59,6 +60,8 @@ pub struct Store {
     commits: mpsc::Sender<Waiter>,
     /// Group commits (fsyncs) done so far.
     flushes: Arc<AtomicU64>,
+    /// When the flush in progress started (ms since the epoch), 0 when idle.
+    flushing_since: Arc<AtomicU64>,
     _flusher: Arc<FlusherGuard>,
 }
 
@@ -87,15 +90,17 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Waiter>(65_536);
         let flusher_db = db.clone();
         let flushes = Arc::new(AtomicU64::new(0));
-        let counter = flushes.clone();
+        let flushing_since = Arc::new(AtomicU64::new(0));
+        let (counter, since) = (flushes.clone(), flushing_since.clone());
         let handle = std::thread::Builder::new()
             .name("sluice-commit".into())
-            .spawn(move || flusher(flusher_db, rx, &counter))
+            .spawn(move || flusher(flusher_db, rx, &counter, &since))
             .map_err(|e| StoreError::new("open", e))?;
         Ok(Self {
             db,
             commits: tx,
             flushes,
+            flushing_since,
             _flusher: Arc::new(FlusherGuard(Some(handle))),
         })
     }
@@ -129,6 +134,18 @@ impl Store {
         self.flushes.load(Ordering::Relaxed)
     }
 
+    /// How long the flush in progress has been running, if one is. A flush that
+    /// never returns means the store is stuck; `/healthz` reports it so a
+    /// supervisor restarts sluice (what was acknowledged is on disk).
+    pub fn flush_stalled_for(&self) -> Option<std::time::Duration> {
+        match self.flushing_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(std::time::Duration::from_millis(
+                crate::now_ms().saturating_sub(since),
+            )),
+        }
+    }
+
     /// Names of the queues present on disk.
     pub fn queue_names(&self) -> Vec<String> {
         self.db
@@ -146,17 +163,19 @@ impl Store {
 
 /// The group-commit loop, on its own thread so an fsync never blocks the runtime.
 /// It takes every waiter queued so far, flushes once, and answers them all.
-fn flusher(db: sled::Db, mut rx: mpsc::Receiver<Waiter>, flushes: &AtomicU64) {
+fn flusher(db: sled::Db, mut rx: mpsc::Receiver<Waiter>, flushes: &AtomicU64, since: &AtomicU64) {
     let mut waiters = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         waiters.push(first);
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
+        since.store(crate::now_ms().max(1), Ordering::Relaxed);
         let result = db
             .flush()
             .map(|_| ())
             .map_err(|e| StoreError::new("flush", e));
+        since.store(0, Ordering::Relaxed);
         flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, "Store flush failed.");
