@@ -1,6 +1,6 @@
 //! The rules of each bus, compiled together into one matcher per bus.
 //!
-//! Pattern branches are filed in a [`index::BranchIndex`]; rules whose filter has no
+//! Pattern branches are filed in a per-bus index (`index::BranchIndex`); rules whose filter has no
 //! pattern (SQL or Subscriptions API filters only, or no filter at all) are checked
 //! one by one. A rule matches when one of its pattern branches matches and the rest
 //! of its filter (SQL, Subscriptions API filters) does too.
