@@ -75,7 +75,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .find(|t| t.name() == sub.target)
             .context("subscription without target")?;
         let sink = sluice_connectors::build_sink(target)?;
-        let transform = transforms.get(&sub.rule).cloned();
+        // Dead-letter subscriptions deliver the original events.
+        let transform = if sub.is_dead_letter {
+            None
+        } else {
+            transforms.get(&sub.rule).cloned()
+        };
         let dispatcher = Dispatcher::new(
             sub.clone(),
             sink,

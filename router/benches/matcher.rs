@@ -50,6 +50,7 @@ fn rules(n: usize) -> Vec<RuleConfig> {
                 targets: vec!["t".into()],
                 transform: None,
                 retry: Default::default(),
+                dead_letter: None,
             }
         })
         .collect()

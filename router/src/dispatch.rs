@@ -19,7 +19,7 @@ use crate::metrics::SubscriptionMetrics;
 use crate::now_ms;
 use crate::retry::{Next, RetryPolicy};
 use crate::sink::{Sink, SinkError};
-use crate::store::{DeadLetter, Leased, Queue, Settlement};
+use crate::store::{DeadLetter, Leased, Queue, Record, Settlement};
 use crate::transform::Transform;
 
 /// One (rule, target) pair: its queue, its wake-up signal and its metrics.
@@ -33,6 +33,12 @@ pub struct Subscription {
     /// Signalled when new events are committed to the queue.
     pub notify: Notify,
     pub metrics: SubscriptionMetrics,
+    /// Where this subscription forwards what it gives up on (the rule's
+    /// `dead_letter` target), if anywhere.
+    pub dead_letter: Option<Arc<Subscription>>,
+    /// Whether this is a rule's dead-letter subscription (it gets original events,
+    /// not transformed ones).
+    pub is_dead_letter: bool,
 }
 
 impl Subscription {
@@ -166,11 +172,34 @@ impl Dispatcher {
             in_flight.remove(&leased.key);
             outcomes.push(self.outcome(leased, result, started, now));
         }
+        let forwards: Vec<Record> = match &self.sub.dead_letter {
+            Some(_) => outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Settlement::DeadLetter { letter, .. } => {
+                        forward_record(letter, &self.sub.name, now)
+                    }
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         if let Err(e) = self.sub.queue.settle(outcomes) {
             // Not settled means delivered again later: at least once holds.
             tracing::error!(subscription = %self.sub.name, error = %e, "Settling deliveries failed.");
+            return;
         }
         self.sub.update_depth();
+        if let (Some(dl), false) = (&self.sub.dead_letter, forwards.is_empty()) {
+            for record in &forwards {
+                if let Err(e) = dl.queue.enqueue(record) {
+                    // The event stays in this subscription's dead-letter list.
+                    tracing::error!(subscription = %dl.name, error = %e, "Forwarding a dead letter failed.");
+                }
+            }
+            dl.update_depth();
+            dl.notify.notify_one();
+        }
     }
 
     fn outcome(
@@ -229,6 +258,17 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The record a rule's dead-letter target gets: the original event with the reason
+/// and the subscription as extension attributes.
+fn forward_record(letter: &DeadLetter, subscription: &str, now: u64) -> Option<Record> {
+    let mut event: serde_json::Value = serde_json::from_str(letter.record.event.get()).ok()?;
+    let object = event.as_object_mut()?;
+    object.insert("deadletterreason".into(), letter.reason.clone().into());
+    object.insert("deadlettersubscription".into(), subscription.into());
+    let raw = serde_json::value::RawValue::from_string(event.to_string()).ok()?;
+    Some(Record::new(raw, now))
 }
 
 /// Read the stored event, transform it, deliver it. A transform that fails on this

@@ -50,6 +50,26 @@ impl Engine {
         let mut subscriptions = Vec::new();
         for rule in &config.rules {
             let mut subs = Vec::new();
+            let dead_letter = match &rule.dead_letter {
+                Some(target) => {
+                    let name = format!("{}.dead-letter", rule.name);
+                    let sub = Arc::new(Subscription {
+                        queue: store.queue(&name)?,
+                        name,
+                        bus: rule.bus.clone(),
+                        rule: rule.name.clone(),
+                        target: target.clone(),
+                        notify: tokio::sync::Notify::new(),
+                        metrics: metrics.subscription(&rule.bus, &rule.name, target),
+                        dead_letter: None,
+                        is_dead_letter: true,
+                    });
+                    sub.update_depth();
+                    subscriptions.push(sub.clone());
+                    Some(sub)
+                }
+                None => None,
+            };
             for target in &rule.targets {
                 let name = format!("{}.{}", rule.name, target);
                 let sub = Arc::new(Subscription {
@@ -60,6 +80,8 @@ impl Engine {
                     target: target.clone(),
                     notify: tokio::sync::Notify::new(),
                     metrics: metrics.subscription(&rule.bus, &rule.name, target),
+                    dead_letter: dead_letter.clone(),
+                    is_dead_letter: false,
                 });
                 sub.update_depth();
                 subs.push(sub.clone());

@@ -140,3 +140,21 @@ fn every_example_config_is_valid() {
     }
     assert!(checked >= 3, "found only {checked} example configs");
 }
+
+#[test]
+fn dead_letter_must_name_another_known_target() {
+    let (code, _, stderr) = validate(
+        "targets:\n  - name: fn\n    type: http\n    url: http://127.0.0.1:9/\nrules:\n  - name: a\n    targets: [fn]\n    dead_letter: nowhere\n  - name: b\n    targets: [fn]\n    dead_letter: fn\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "rules[0].dead_letter: unknown target \"nowhere\" (rule \"a\") (line 8, column 5)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rules[1].dead_letter: \"fn\" is already one of the rule's targets"),
+        "{stderr}"
+    );
+}

@@ -273,3 +273,45 @@ async fn sigterm_finishes_in_flight_deliveries_and_exits_zero() {
         "the in-flight delivery finished before exit"
     );
 }
+
+#[tokio::test]
+async fn a_rules_dead_letter_target_gets_what_its_subscriptions_give_up_on() {
+    let recv = Receiver::start().await;
+    recv.script(&[422], 200);
+    let dlq = Receiver::start().await;
+    let config = format!(
+        "targets:\n  - name: fn\n    type: http\n    url: {}\n  - name: dlq\n    type: http\n    url: {}\n\
+rules:\n  - name: orders\n    transform: {{ jq: '{{wrapped: .data}}' }}\n    targets: [fn]\n    dead_letter: dlq\n",
+        recv.url(),
+        dlq.url()
+    );
+    let sluice = Sluice::start(&config).await;
+    assert_eq!(sluice.post_structured(&order("dl-1")).await.status(), 202);
+    let got = dlq.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("ce-id"), Some("dl-1"));
+    assert_eq!(
+        got[0].header("ce-deadlettersubscription"),
+        Some("orders.fn")
+    );
+    assert!(
+        got[0]
+            .header("ce-deadletterreason")
+            .unwrap()
+            .contains("HTTP%20422"),
+        "{:?}",
+        got[0].headers
+    );
+    assert_eq!(
+        got[0].json(),
+        json!({"amount": 500}),
+        "the original event, not the transformed one"
+    );
+    // The store's dead-letter list keeps it too, and the forwarding subscription is listed.
+    let stats = sluice.stats("orders.fn").await;
+    assert_eq!(stats["dead_letters"], 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sluice.stats("orders.dead-letter").await["delivered_total"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "the forward was not settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

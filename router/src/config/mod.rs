@@ -421,6 +421,21 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
                 }
             }
         }
+        if let Some(dl) = &rule.dead_letter {
+            if !targets.contains(dl.as_str()) {
+                c.push(
+                    at("dead_letter"),
+                    format!("unknown target {dl:?} (rule {:?})", rule.name),
+                );
+            } else if rule.targets.contains(dl) {
+                c.push(
+                    at("dead_letter"),
+                    format!(
+                        "{dl:?} is already one of the rule's targets; dead letters need another"
+                    ),
+                );
+            }
+        }
         if let Some(transform) = &rule.transform {
             if let Err(errors) = Transform::compile(transform) {
                 for e in errors {

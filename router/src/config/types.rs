@@ -186,6 +186,12 @@ pub struct RuleConfig {
     /// Retry schedule of this rule's subscriptions.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// A target that also receives every event this rule's subscriptions give up
+    /// on (the original event, with `deadletterreason` and `deadlettersubscription`
+    /// extensions), through its own subscription `<rule>.dead-letter`. Dead letters
+    /// are kept in the store's list either way.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
 }
 
 /// How a rule selects events. Every part given must match (AND).

@@ -18,6 +18,7 @@ fn rule(i: usize, pattern: Value) -> RuleConfig {
         targets: vec!["t".into()],
         transform: None,
         retry: Default::default(),
+        dead_letter: None,
     }
 }
 
