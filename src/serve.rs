@@ -13,11 +13,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sluice_connectors::http::{self as http_connector, IngestState};
-use sluice_router::config::{Config, SourceConfig};
+use sluice_router::config::Config;
 use sluice_router::dispatch::Dispatcher;
 use sluice_router::engine::Engine;
 use sluice_router::metrics::Metrics;
 use sluice_router::retry::RetryPolicy;
+use sluice_router::source::SourceContext;
 use sluice_router::store::Store;
 use sluice_router::transform::Transform;
 use tokio_util::sync::CancellationToken;
@@ -91,10 +92,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         dispatchers.spawn(dispatcher.run(shutdown.clone(), config.server.shutdown_grace));
     }
 
+    let mut sources = tokio::task::JoinSet::new();
+    for source in &config.sources {
+        if let Some(running) = sluice_connectors::build_source(source)? {
+            let cx = SourceContext {
+                name: source.name().to_owned(),
+                bus: source.bus().to_owned(),
+                engine: engine.clone(),
+                shutdown: shutdown.clone(),
+            };
+            sources.spawn(running.run(cx));
+        }
+    }
+
     let mut buses: HashSet<String> = config.rules.iter().map(|r| r.bus.clone()).collect();
-    buses.extend(config.sources.iter().map(|s| match s {
-        SourceConfig::Http(h) => h.bus.clone(),
-    }));
+    buses.extend(config.sources.iter().map(|s| s.bus().to_owned()));
     buses.insert("default".into());
     let ingest = IngestState {
         engine: engine.clone(),
@@ -143,6 +155,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("HTTP server failed")?;
+    while let Some(done) = sources.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::error!(error = %e, "A source stopped with an error.");
+        }
+    }
     while dispatchers.join_next().await.is_some() {}
     tokio::task::spawn_blocking(move || store.flush())
         .await

@@ -4,17 +4,22 @@
 
 use std::sync::Arc;
 
-use sluice_router::config::TargetConfig;
+use sluice_router::config::{SourceConfig, TargetConfig};
 use sluice_router::sink::Sink;
+use sluice_router::source::Source;
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
-/// A target that could not be set up.
+/// A target or source that could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("target {target}: {message}")]
+#[error("{kind} {name}: {message}")]
 pub struct BuildError {
-    pub target: String,
+    /// `target` or `source`.
+    pub kind: &'static str,
+    pub name: String,
     pub message: String,
 }
 
@@ -24,9 +29,36 @@ pub fn build_sink(target: &TargetConfig) -> Result<Arc<dyn Sink>, BuildError> {
         #[cfg(feature = "http")]
         TargetConfig::Http(config) => Ok(Arc::new(http::HttpSink::new(config).map_err(|e| {
             BuildError {
-                target: config.name.clone(),
+                kind: "target",
+                name: config.name.clone(),
                 message: e,
             }
         })?)),
+        #[cfg(feature = "kafka")]
+        TargetConfig::Kafka(config) => {
+            Ok(Arc::new(kafka::KafkaSink::new(config).map_err(|e| {
+                BuildError {
+                    kind: "target",
+                    name: config.name.clone(),
+                    message: e,
+                }
+            })?))
+        }
+    }
+}
+
+/// The registry of sources: one arm per connector; `None` for HTTP ingest, which
+/// the server runs itself.
+pub fn build_source(source: &SourceConfig) -> Result<Option<Box<dyn Source>>, BuildError> {
+    match source {
+        SourceConfig::Http(_) => Ok(None),
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(config) => Ok(Some(Box::new(
+            kafka::KafkaSource::new(config).map_err(|e| BuildError {
+                kind: "source",
+                name: config.name.clone(),
+                message: e,
+            })?,
+        ))),
     }
 }

@@ -29,3 +29,4 @@ pub mod metrics;
 pub mod retry;
 pub mod rules;
 pub mod sink;
+pub mod source;

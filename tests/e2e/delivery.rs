@@ -311,7 +311,10 @@ rules:\n  - name: orders\n    transform: {{ jq: '{{wrapped: .data}}' }}\n    tar
     assert_eq!(stats["dead_letters"], 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while sluice.stats("orders.dead-letter").await["delivered_total"] != 1 {
-        assert!(std::time::Instant::now() < deadline, "the forward was not settled");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forward was not settled"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

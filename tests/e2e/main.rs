@@ -4,4 +4,5 @@ mod config;
 mod delivery;
 mod harness;
 mod ingest;
+mod kafka;
 mod rules;

@@ -1,6 +1,7 @@
 //! Configuration: YAML -> serde types -> [`validate`] (pure, collects every error
 //! with its path and position) -> building happens in the binary.
 
+mod kafka;
 mod types;
 mod yaml;
 
@@ -221,7 +222,7 @@ trait Tagged: Sized {
 }
 
 impl Tagged for SourceConfig {
-    const TYPES: &'static [&'static str] = &["http"];
+    const TYPES: &'static [&'static str] = &["http", "kafka"];
     fn variant(
         tag: &str,
         value: serde_yaml::Value,
@@ -230,13 +231,14 @@ impl Tagged for SourceConfig {
     ) -> Option<Self> {
         match tag {
             "http" => section(value, path, c).map(SourceConfig::Http),
+            "kafka" => section(value, path, c).map(SourceConfig::Kafka),
             _ => None,
         }
     }
 }
 
 impl Tagged for TargetConfig {
-    const TYPES: &'static [&'static str] = &["http"];
+    const TYPES: &'static [&'static str] = &["http", "kafka"];
     fn variant(
         tag: &str,
         value: serde_yaml::Value,
@@ -245,6 +247,7 @@ impl Tagged for TargetConfig {
     ) -> Option<Self> {
         match tag {
             "http" => section(value, path, c).map(TargetConfig::Http),
+            "kafka" => section(value, path, c).map(TargetConfig::Kafka),
             _ => None,
         }
     }
@@ -374,8 +377,9 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
 
     check_unique(c, "sources", config.sources.iter().map(SourceConfig::name));
     for (i, source) in config.sources.iter().enumerate() {
-        match source {
-            SourceConfig::Http(s) => check_name(c, format!("sources[{i}].bus"), &s.bus),
+        check_name(c, format!("sources[{i}].bus"), source.bus());
+        if let SourceConfig::Kafka(k) = source {
+            kafka::validate_source(c, i, k);
         }
     }
 
@@ -385,6 +389,7 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
     for (i, target) in config.targets.iter().enumerate() {
         match target {
             TargetConfig::Http(t) => validate_http_target(c, i, t),
+            TargetConfig::Kafka(t) => kafka::validate_target(c, i, t),
         }
     }
 
@@ -593,7 +598,9 @@ extra: 1
             })
         };
         let config = load_with_env(text, &env).unwrap();
-        let TargetConfig::Http(t) = &config.targets[0];
+        let TargetConfig::Http(t) = &config.targets[0] else {
+            panic!("an http target")
+        };
         assert_eq!(t.url, "http://h/");
         assert_eq!(t.headers["authorization"], "Bearer tok");
     }

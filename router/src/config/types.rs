@@ -84,14 +84,67 @@ pub struct AuthConfig {
 pub enum SourceConfig {
     /// HTTP ingest on `POST /buses/{bus}/events` (`POST /events` is bus `default`).
     Http(HttpSourceConfig),
+    /// A Kafka consumer group.
+    Kafka(KafkaSourceConfig),
 }
 
 impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             Self::Http(s) => &s.name,
+            Self::Kafka(s) => &s.name,
         }
     }
+
+    pub fn bus(&self) -> &str {
+        match self {
+            Self::Http(s) => &s.bus,
+            Self::Kafka(s) => &s.bus,
+        }
+    }
+}
+
+/// Consume Kafka topics as a consumer group; each record becomes a CloudEvent
+/// (CloudEvents Kafka binding, binary or structured, or a plain record mapped to
+/// one). A record's offset is committed only after its event is durable.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Name of the source, unique among sources.
+    pub name: String,
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Topic names; an entry starting with `^` is a regular expression.
+    pub topics: Vec<String>,
+    /// Consumer group id.
+    pub group: String,
+    /// Where a group without committed offsets starts.
+    #[serde(default)]
+    pub start: KafkaStart,
+    /// The bus the events go to.
+    #[serde(default = "defaults::bus")]
+    pub bus: String,
+    /// `source` of events made from plain records; `{topic}` is replaced.
+    #[serde(default = "defaults::kafka_event_source")]
+    pub event_source: String,
+    /// `type` of events made from plain records.
+    #[serde(default = "defaults::kafka_event_type")]
+    pub event_type: String,
+    /// Records published together at most (one durable commit each batch).
+    #[serde(default = "defaults::kafka_batch")]
+    pub batch: usize,
+    /// Extra librdkafka consumer settings (TLS, SASL, tuning). Keys sluice owns are refused.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Where a consumer group without committed offsets starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaStart {
+    Earliest,
+    #[default]
+    Latest,
 }
 
 /// HTTP ingest, declared so a bus has a named publisher.
@@ -111,12 +164,15 @@ pub struct HttpSourceConfig {
 pub enum TargetConfig {
     /// An HTTP function endpoint, called with a CloudEvent per request.
     Http(HttpTargetConfig),
+    /// A Kafka topic, written by an idempotent producer.
+    Kafka(KafkaTargetConfig),
 }
 
 impl TargetConfig {
     pub fn name(&self) -> &str {
         match self {
             Self::Http(t) => &t.name,
+            Self::Kafka(t) => &t.name,
         }
     }
 
@@ -124,8 +180,46 @@ impl TargetConfig {
     pub fn concurrency(&self) -> usize {
         match self {
             Self::Http(t) => t.concurrency,
+            Self::Kafka(t) => t.concurrency,
         }
     }
+}
+
+/// Produce each event as a Kafka record (CloudEvents Kafka binding).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTargetConfig {
+    /// Name of the target, unique among targets.
+    pub name: String,
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Topic; `{attribute}` (e.g. `{type}`, `{partitionkey}`, `{data.region}`) is
+    /// replaced from the event.
+    pub topic: String,
+    /// Record key template, e.g. `{partitionkey}` or `{data.customer}`; none: no key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `binary` (default: `ce_` headers, data as the value) or `structured`
+    /// (the event as `application/cloudevents+json`).
+    #[serde(default)]
+    pub mode: HttpMode,
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    #[serde(default = "defaults::kafka_compression")]
+    pub compression: String,
+    /// How long the producer waits to fill a batch.
+    #[serde(default = "defaults::kafka_linger", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub linger: Duration,
+    /// Time allowed for one record's delivery report.
+    #[serde(default = "defaults::http_timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub timeout: Duration,
+    /// Records in flight at most (per subscription).
+    #[serde(default = "defaults::kafka_concurrency")]
+    pub concurrency: usize,
+    /// Extra librdkafka producer settings. Keys sluice owns are refused.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
 }
 
 /// An HTTP endpoint target.
@@ -406,5 +500,23 @@ pub mod defaults {
     }
     pub fn backoff_max() -> Duration {
         Duration::from_secs(60)
+    }
+    pub fn kafka_event_source() -> String {
+        "kafka://{topic}".into()
+    }
+    pub fn kafka_event_type() -> String {
+        "sluice.kafka.record".into()
+    }
+    pub fn kafka_batch() -> usize {
+        500
+    }
+    pub fn kafka_compression() -> String {
+        "none".into()
+    }
+    pub fn kafka_linger() -> Duration {
+        Duration::from_millis(5)
+    }
+    pub fn kafka_concurrency() -> usize {
+        256
     }
 }

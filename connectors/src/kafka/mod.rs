@@ -1,0 +1,11 @@
+//! Kafka: a consumer-group source and an idempotent-producer target, both speaking
+//! the CloudEvents Kafka protocol binding. Records are converted to events here,
+//! in sluice's own code, so null or broken headers never panic.
+
+mod record;
+mod sink;
+mod source;
+
+pub use record::{record_to_event, RecordMapping};
+pub use sink::KafkaSink;
+pub use source::KafkaSource;

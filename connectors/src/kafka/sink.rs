@@ -1,0 +1,239 @@
+//! The Kafka target: one record per event, through an idempotent producer; the
+//! delivery report is the success signal.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloudevents::event::ExtensionValue;
+use cloudevents::{AttributesReader, Data};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use sluice_router::config::{HttpMode, KafkaTargetConfig};
+use sluice_router::event::{field_values, format_time, Event, FieldValue};
+use sluice_router::sink::{Sink, SinkError};
+
+/// Produces events to a Kafka topic.
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: Template,
+    key: Option<Template>,
+    mode: HttpMode,
+    timeout: Duration,
+}
+
+/// `{attribute}` placeholders (`{type}`, `{partitionkey}`, `{data.region}`) in text.
+struct Template(Vec<Piece>);
+
+enum Piece {
+    Text(String),
+    Field(Vec<String>),
+}
+
+impl Template {
+    fn parse(text: &str) -> Self {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else {
+                break;
+            };
+            if open > 0 {
+                pieces.push(Piece::Text(rest[..open].to_owned()));
+            }
+            let name = &rest[open + 1..open + close];
+            pieces.push(Piece::Field(name.split('.').map(str::to_owned).collect()));
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_owned()));
+        }
+        Self(pieces)
+    }
+
+    /// The text for `event`; a missing field is an error naming it.
+    fn render(&self, event: &Event) -> Result<String, String> {
+        let mut out = String::new();
+        let mut values = Vec::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(path) => {
+                    values.clear();
+                    field_values(event, path, &mut values);
+                    match values.first() {
+                        Some(FieldValue::Str(s)) => out.push_str(s),
+                        Some(FieldValue::Num(n)) => out.push_str(&n.to_string()),
+                        Some(FieldValue::Bool(b)) => out.push_str(&b.to_string()),
+                        _ => return Err(format!("the event has no {}", path.join("."))),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl KafkaSink {
+    pub fn new(config: &KafkaTargetConfig) -> Result<Self, String> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &config.compression)
+            .set("linger.ms", config.linger.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                config.timeout.as_millis().max(1).to_string(),
+            );
+        for (k, v) in &config.options {
+            client.set(k, v);
+        }
+        let producer: FutureProducer = client.create().map_err(|e| e.to_string())?;
+        Ok(Self {
+            producer,
+            topic: Template::parse(&config.topic),
+            key: config.key.as_deref().map(Template::parse),
+            mode: config.mode,
+            timeout: config.timeout,
+        })
+    }
+}
+
+fn headers_of(event: &Event) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    let mut put = |name: &str, value: &str| {
+        headers = std::mem::take(&mut headers).insert(Header {
+            key: &format!("ce_{name}"),
+            value: Some(value.as_bytes()),
+        });
+    };
+    put("specversion", "1.0");
+    put("id", event.id());
+    put("source", event.source());
+    put("type", event.ty());
+    if let Some(s) = event.subject() {
+        put("subject", s);
+    }
+    if let Some(t) = event.time() {
+        put("time", &format_time(t));
+    }
+    if let Some(s) = event.dataschema() {
+        put("dataschema", s.as_str());
+    }
+    for (name, value) in event.iter_extensions() {
+        let text = match value {
+            ExtensionValue::String(s) => s.clone(),
+            ExtensionValue::Boolean(b) => b.to_string(),
+            ExtensionValue::Integer(i) => i.to_string(),
+        };
+        put(name, &text);
+    }
+    if let Some(ct) = event.datacontenttype() {
+        headers = headers.insert(Header {
+            key: "content-type",
+            value: Some(ct.as_bytes()),
+        });
+    }
+    headers
+}
+
+/// Retry what can succeed later; dead-letter what never will.
+fn classify(e: &KafkaError) -> SinkError {
+    let code = e.rdkafka_error_code();
+    let permanent = matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    );
+    let message = format!("kafka: {e}");
+    if permanent {
+        SinkError::permanent(message)
+    } else {
+        SinkError::transient(message)
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
+        let topic = self
+            .topic
+            .render(event)
+            .map_err(|e| SinkError::permanent(format!("topic: {e}")))?;
+        let key = match &self.key {
+            Some(k) => Some(
+                k.render(event)
+                    .map_err(|e| SinkError::permanent(format!("key: {e}")))?,
+            ),
+            None => None,
+        };
+        let (payload, headers) = match self.mode {
+            HttpMode::Binary => {
+                let body = match event.data() {
+                    Some(Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
+                    Some(Data::String(s)) => s.as_bytes().to_vec(),
+                    Some(Data::Binary(b)) => b.clone(),
+                    None => Vec::new(),
+                };
+                (body, headers_of(event))
+            }
+            HttpMode::Structured => (
+                serde_json::to_vec(event).map_err(|e| SinkError::permanent(e.to_string()))?,
+                OwnedHeaders::new().insert(Header {
+                    key: "content-type",
+                    value: Some("application/cloudevents+json".as_bytes()),
+                }),
+            ),
+        };
+        let mut record = FutureRecord::to(&topic).payload(&payload).headers(headers);
+        if let Some(k) = &key {
+            record = record.key(k);
+        }
+        match self.producer.send(record, self.timeout).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(classify(&e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_router::event::{EventFields, RawData};
+
+    #[test]
+    fn templates_read_attributes_and_data() {
+        let mut f = EventFields::new();
+        f.attr("specversion", "1.0")
+            .attr("id", "1")
+            .attr("source", "/s")
+            .attr("type", "order.created")
+            .attr("partitionkey", "c-7")
+            .data(RawData::Json(serde_json::json!({"region": "eu", "n": 3})));
+        let e = f.build().unwrap();
+        assert_eq!(
+            Template::parse("events-{type}").render(&e).unwrap(),
+            "events-order.created"
+        );
+        assert_eq!(
+            Template::parse("{data.region}/{partitionkey}/{data.n}")
+                .render(&e)
+                .unwrap(),
+            "eu/c-7/3"
+        );
+        assert_eq!(Template::parse("fixed").render(&e).unwrap(), "fixed");
+        assert!(Template::parse("{data.missing}")
+            .render(&e)
+            .unwrap_err()
+            .contains("data.missing"));
+    }
+}

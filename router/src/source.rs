@@ -1,0 +1,50 @@
+//! The source side: what a connector implements to bring events in.
+//!
+//! A source pushes events through [`SourceContext::publish`], which returns once
+//! they are durable in every matching subscription; only then may the source
+//! acknowledge upstream (store a Kafka offset, ack an AMQP delivery), in upstream
+//! order. It stops when `shutdown` is cancelled.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, PublishError};
+use crate::error::ErrorClass;
+use crate::event::Event;
+
+/// What a running source gets.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// The source's name (metrics label, logs).
+    pub name: String,
+    /// The bus its events go to.
+    pub bus: String,
+    pub engine: Arc<Engine>,
+    pub shutdown: CancellationToken,
+}
+
+impl SourceContext {
+    /// Match, store and commit `events`; `Ok` means they are durable.
+    pub async fn publish(&self, events: &[Event]) -> Result<usize, PublishError> {
+        self.engine.publish(&self.bus, &self.name, events).await
+    }
+}
+
+/// Why a source stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("source {source_name}: {message}")]
+pub struct SourceError {
+    pub source_name: String,
+    pub message: String,
+    pub class: ErrorClass,
+}
+
+/// A running source.
+#[async_trait]
+pub trait Source: Send + 'static {
+    /// Run until `cx.shutdown` is cancelled; commit upstream progress only for
+    /// events `cx.publish` accepted.
+    async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError>;
+}

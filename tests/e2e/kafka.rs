@@ -1,0 +1,309 @@
+//! Kafka source and target against a real Kafka-protocol broker (the test script
+//! starts one; `SLUICE_TEST_KAFKA` says where, default 127.0.0.1:19092).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+
+use crate::harness::{Receiver, Sluice};
+
+pub fn brokers() -> String {
+    std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// A fresh topic with `partitions` partitions.
+pub async fn topic(prefix: &str, partitions: i32) -> String {
+    let name = format!("{prefix}-{}", uuid_like());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+    name
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+fn ce_headers(id: &str, ty: &str) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new();
+    for (k, v) in [
+        ("ce_specversion", "1.0"),
+        ("ce_id", id),
+        ("ce_source", "/shop"),
+        ("ce_type", ty),
+        ("content-type", "application/json"),
+    ] {
+        h = h.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        });
+    }
+    h
+}
+
+/// 10,000 records of every kind: binary and structured CloudEvents, plain JSON,
+/// plain bytes, tombstones and broken CloudEvents. The rule keeps `order.created`
+/// events and plain JSON records flagged `keep`; exactly those must arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_every_kind_become_events_and_only_matches_arrive() {
+    let topic = topic("mixed", 3).await;
+    let recv = Receiver::start().await;
+    let config = format!(
+        "sources:\n  - name: shop\n    type: kafka\n    brokers: {}\n    topics: [{topic}]\n    group: g-{topic}\n    start: earliest\n\
+targets:\n  - name: fn\n    type: http\n    url: {}\n    concurrency: 64\n\
+rules:\n  - name: keep\n    filter:\n      filters:\n        - any:\n          - exact: {{ type: order.created }}\n          - exact: {{ data.keep: \"true\" }}\n    targets: [fn]\n",
+        brokers(),
+        recv.url()
+    );
+    let _sluice = Sluice::start(&config).await;
+    let producer = producer();
+    let mut expected = std::collections::BTreeSet::new();
+    let mut sends = Vec::new();
+    for i in 0..10_000u32 {
+        let key = format!("k{}", i % 17);
+        let (payload, headers, want): (Option<Vec<u8>>, OwnedHeaders, Option<String>) = match i % 6
+        {
+            0 => (
+                Some(json!({"n": i}).to_string().into_bytes()),
+                ce_headers(&format!("b-{i}"), "order.created"),
+                Some(format!("b-{i}")),
+            ),
+            1 => (
+                Some(json!({"n": i}).to_string().into_bytes()),
+                ce_headers(&format!("b-{i}"), "order.deleted"),
+                None,
+            ),
+            2 => {
+                let e = json!({"specversion": "1.0", "id": format!("s-{i}"), "source": "/s", "type": "order.created", "data": {"n": i}});
+                let h = OwnedHeaders::new().insert(Header {
+                    key: "content-type",
+                    value: Some(b"application/cloudevents+json".as_slice()),
+                });
+                (Some(e.to_string().into_bytes()), h, Some(format!("s-{i}")))
+            }
+            3 => (
+                Some(json!({"keep": i % 2 == 0, "n": i}).to_string().into_bytes()),
+                OwnedHeaders::new(),
+                (i % 2 == 0).then(|| "plain".to_owned()),
+            ),
+            4 => (Some(vec![0xff, 0xfe, i as u8]), OwnedHeaders::new(), None),
+            _ => {
+                // Tombstones, and CloudEvents headers that are broken (null id).
+                let h = OwnedHeaders::new().insert(Header::<&[u8]> {
+                    key: "ce_id",
+                    value: None,
+                });
+                (None, h, None)
+            }
+        };
+        if let Some(w) = want {
+            expected.insert(if w == "plain" {
+                format!("plain-{i}")
+            } else {
+                w
+            });
+        }
+        let producer = producer.clone();
+        let topic = topic.clone();
+        sends.push(tokio::spawn(async move {
+            let mut record = FutureRecord::to(&topic).key(&key).headers(headers);
+            if let Some(p) = &payload {
+                record = record.payload(p);
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        }));
+    }
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    let got = recv
+        .wait_for(expected.len(), Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_after = recv.delivered();
+    assert_eq!(
+        got_after.len(),
+        expected.len(),
+        "only the matching records arrive"
+    );
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &got {
+        let id = r.header("ce-id").unwrap().to_owned();
+        if r.header("ce-type") == Some("sluice.kafka.record") {
+            // A plain record: id is topic-partition-offset, the data says which.
+            assert!(id.starts_with(&format!("{topic}-")), "{id}");
+            assert_eq!(
+                r.header("ce-source"),
+                Some(format!("kafka://{topic}").as_str())
+            );
+            assert!(r.header("ce-partitionkey").unwrap().starts_with('k'));
+            assert!(r.header("ce-time").is_some());
+            let n = r.json()["n"].as_u64().unwrap();
+            ids.insert(format!("plain-{n}"));
+        } else {
+            assert_eq!(r.header("ce-type"), Some("order.created"));
+            ids.insert(id);
+        }
+    }
+    assert_eq!(ids, expected);
+}
+
+/// Kafka -> jq transform -> Kafka target, read back with a plain consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_transform_to_kafka() {
+    let input = topic("in", 1).await;
+    let output = topic("out", 1).await;
+    let config = format!(
+        "sources:\n  - name: in\n    type: kafka\n    brokers: {b}\n    topics: [{input}]\n    group: g-{input}\n    start: earliest\n\
+targets:\n  - name: out\n    type: kafka\n    brokers: {b}\n    topic: \"{output}\"\n    key: \"{{data.customer}}\"\n\
+rules:\n  - name: reshape\n    filter: {{ pattern: {{ type: [order.created] }} }}\n    transform:\n      jq: '{{customer: .data.customer, total: (.data.amount * 2)}}'\n      set: {{ type: order.reshaped }}\n    targets: [out]\n",
+        b = brokers()
+    );
+    let _sluice = Sluice::start(&config).await;
+    let producer = producer();
+    for i in 0..20 {
+        let ty = if i % 2 == 0 {
+            "order.created"
+        } else {
+            "order.other"
+        };
+        let payload = json!({"customer": format!("c{i}"), "amount": i}).to_string();
+        producer
+            .send(
+                FutureRecord::to(&input)
+                    .key("x")
+                    .payload(&payload)
+                    .headers(ce_headers(&format!("o-{i}"), ty)),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("reader-{output}"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&output]).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("records arrive")
+            .unwrap();
+        let headers: Vec<(String, String)> = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let header = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let value: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+        assert_eq!(header("ce_type").as_deref(), Some("order.reshaped"));
+        assert_eq!(header("ce_source").as_deref(), Some("/shop"));
+        assert_eq!(header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(value["customer"], json!(key));
+        let id = header("ce_id").unwrap();
+        let i: u64 = id.trim_start_matches("o-").parse().unwrap();
+        assert_eq!(i % 2, 0);
+        assert_eq!(value["total"], json!(i * 2));
+        seen.push(i);
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (0..20).step_by(2).collect::<Vec<_>>());
+}
+
+/// Bad Kafka settings are config errors: owned keys, bad regexes, bad brokers; an
+/// option librdkafka does not know stops `serve` with its message.
+#[test]
+fn bad_kafka_settings_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &path,
+        "sources:\n  - name: k\n    type: kafka\n    brokers: nowhere\n    topics: [\"^(unclosed\", \"bad topic\"]\n    group: g\n    options: { enable.auto.commit: \"true\" }\n\
+targets:\n  - name: t\n    type: kafka\n    brokers: 127.0.0.1:19092\n    topic: x\n    compression: brotli\n    options: { acks: \"1\" }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for want in [
+        "sources[0].brokers: \"nowhere\" is not a list of host:port",
+        "sources[0].topics[0]: not a valid regular expression",
+        "sources[0].topics[1]: \"bad topic\" is not a Kafka topic name",
+        "sources[0].options.enable.auto.commit: sluice owns this setting",
+        "targets[0].compression: \"brotli\"",
+        "targets[0].options.acks: sluice owns this setting",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+
+    std::fs::write(
+        &path,
+        format!("sources:\n  - name: k\n    type: kafka\n    brokers: {}\n    topics: [x]\n    group: g\n    options: {{ no.such.setting: \"1\" }}\n", brokers()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["serve", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("source k:") && stderr.contains("no.such.setting"),
+        "{stderr}"
+    );
+}
