@@ -23,6 +23,40 @@ pub struct Engine {
     pub metrics: Metrics,
 }
 
+/// What a subscription is for.
+enum Role {
+    /// Delivers a rule's matches; what it gives up on also goes to `forward`.
+    Matches { forward: Option<Arc<Subscription>> },
+    /// Delivers what a rule's other subscriptions gave up on.
+    DeadLetter,
+}
+
+/// Open one subscription of `rule` to `target`.
+fn subscription(
+    store: &Store,
+    metrics: &Metrics,
+    rule: &crate::config::RuleConfig,
+    target: &str,
+    name: String,
+    role: Role,
+) -> Result<Arc<Subscription>, StoreError> {
+    let (dead_letter, is_dead_letter) = match role {
+        Role::Matches { forward } => (forward, false),
+        Role::DeadLetter => (None, true),
+    };
+    Ok(Arc::new(Subscription {
+        queue: store.queue(&name)?,
+        name,
+        bus: rule.bus.clone(),
+        rule: rule.name.clone(),
+        target: target.to_owned(),
+        notify: tokio::sync::Notify::new(),
+        metrics: metrics.subscription(&rule.bus, &rule.name, target),
+        dead_letter,
+        is_dead_letter,
+    }))
+}
+
 /// Why an engine could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -53,17 +87,7 @@ impl Engine {
             let dead_letter = match &rule.dead_letter {
                 Some(target) => {
                     let name = format!("{}.dead-letter", rule.name);
-                    let sub = Arc::new(Subscription {
-                        queue: store.queue(&name)?,
-                        name,
-                        bus: rule.bus.clone(),
-                        rule: rule.name.clone(),
-                        target: target.clone(),
-                        notify: tokio::sync::Notify::new(),
-                        metrics: metrics.subscription(&rule.bus, &rule.name, target),
-                        dead_letter: None,
-                        is_dead_letter: true,
-                    });
+                    let sub = subscription(&store, &metrics, rule, target, name, Role::DeadLetter)?;
                     sub.update_depth();
                     subscriptions.push(sub.clone());
                     Some(sub)
@@ -72,17 +96,10 @@ impl Engine {
             };
             for target in &rule.targets {
                 let name = format!("{}.{}", rule.name, target);
-                let sub = Arc::new(Subscription {
-                    queue: store.queue(&name)?,
-                    name,
-                    bus: rule.bus.clone(),
-                    rule: rule.name.clone(),
-                    target: target.clone(),
-                    notify: tokio::sync::Notify::new(),
-                    metrics: metrics.subscription(&rule.bus, &rule.name, target),
-                    dead_letter: dead_letter.clone(),
-                    is_dead_letter: false,
-                });
+                let role = Role::Matches {
+                    forward: dead_letter.clone(),
+                };
+                let sub = subscription(&store, &metrics, rule, target, name, role)?;
                 sub.update_depth();
                 subs.push(sub.clone());
                 subscriptions.push(sub);

@@ -415,6 +415,45 @@ fn json_values<'a, S: AsRef<str>>(value: &'a Value, path: &[S], out: &mut Vec<Fi
     }
 }
 
+/// The attributes a binary-mode binding carries in headers (HTTP `ce-*`, Kafka
+/// `ce_*`): every attribute but `datacontenttype` (which travels as the content
+/// type), as text, extensions included.
+pub fn binary_attributes(event: &Event) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(8);
+    out.push(("specversion".to_owned(), "1.0".to_owned()));
+    out.push(("id".to_owned(), event.id().to_owned()));
+    out.push(("source".to_owned(), event.source().to_string()));
+    out.push(("type".to_owned(), event.ty().to_owned()));
+    if let Some(s) = event.subject() {
+        out.push(("subject".to_owned(), s.to_owned()));
+    }
+    if let Some(t) = event.time() {
+        out.push(("time".to_owned(), format_time(t)));
+    }
+    if let Some(s) = event.dataschema() {
+        out.push(("dataschema".to_owned(), s.to_string()));
+    }
+    for (name, value) in event.iter_extensions() {
+        let text = match value {
+            ExtensionValue::String(s) => s.clone(),
+            ExtensionValue::Boolean(b) => b.to_string(),
+            ExtensionValue::Integer(i) => i.to_string(),
+        };
+        out.push((name.to_owned(), text));
+    }
+    out
+}
+
+/// The data of an event as the bytes a binary-mode binding sends.
+pub fn data_bytes(event: &Event) -> Vec<u8> {
+    match event.data() {
+        Some(Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
+        Some(Data::String(s)) => s.as_bytes().to_vec(),
+        Some(Data::Binary(b)) => b.clone(),
+        None => Vec::new(),
+    }
+}
+
 /// RFC 3339 with the precision the event carried, as CloudEvents bindings write it.
 pub fn format_time(time: &DateTime<Utc>) -> String {
     time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)

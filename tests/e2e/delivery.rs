@@ -49,19 +49,9 @@ async fn client_errors_dead_letter_at_once_and_redrive_delivers() {
     let sluice = Sluice::start(&orders_config(&recv.url(), "")).await;
     assert_eq!(sluice.post_structured(&order("d-1")).await.status(), 202);
 
-    // Wait for the dead letter to show up in the API.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let listing = loop {
-        let l = sluice
-            .get_json("/api/subscriptions/big-orders.fn/dead-letters")
-            .await;
-        if l["dead_letters"].as_array().is_some_and(|a| !a.is_empty()) {
-            break l;
-        }
-        assert!(std::time::Instant::now() < deadline, "no dead letter: {l}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let letter = &listing["dead_letters"][0];
+    let letter = &sluice
+        .first_dead_letter("big-orders.fn", Duration::from_secs(10))
+        .await;
     assert_eq!(letter["last_status"], 400);
     assert_eq!(letter["event"]["id"], "d-1");
     assert_eq!(letter["attempts"].as_array().unwrap().len(), 1);
@@ -128,20 +118,9 @@ async fn dead_letter_keeps_the_body_excerpt_and_every_attempt() {
     ))
     .await;
     assert_eq!(sluice.post_structured(&order("e-1")).await.status(), 202);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let letter = loop {
-        let l = sluice
-            .get_json("/api/subscriptions/big-orders.fn/dead-letters")
-            .await;
-        if let Some(first) = l["dead_letters"]
-            .as_array()
-            .and_then(|a| a.first().cloned())
-        {
-            break first;
-        }
-        assert!(std::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let letter = sluice
+        .first_dead_letter("big-orders.fn", Duration::from_secs(15))
+        .await;
     assert_eq!(letter["last_status"], 500);
     assert_eq!(letter["body_excerpt"], "database is down");
     assert_eq!(

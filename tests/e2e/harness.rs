@@ -149,6 +149,27 @@ impl Sluice {
             .unwrap()
     }
 
+    /// The first dead letter of subscription `name`, waiting up to `timeout`.
+    pub async fn first_dead_letter(&self, name: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listing = self
+                .get_json(&format!("/api/subscriptions/{name}/dead-letters"))
+                .await;
+            if let Some(first) = listing["dead_letters"]
+                .as_array()
+                .and_then(|a| a.first().cloned())
+            {
+                return first;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no dead letter in {name}: {listing}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The stats object of subscription `name` from the admin API.
     pub async fn stats(&self, name: &str) -> serde_json::Value {
         self.get_json(&format!("/api/subscriptions/{name}")).await["stats"].clone()

@@ -2,11 +2,12 @@
 //! structured and batch mode) and events to requests (binary and structured mode).
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use cloudevents::event::ExtensionValue;
-use cloudevents::{AttributesReader, Data};
+use cloudevents::AttributesReader;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use sluice_router::event::{format_time, is_json, Event, EventError, EventFields, RawData};
+use sluice_router::event::{
+    binary_attributes, data_bytes, is_json, Event, EventError, EventFields, RawData,
+};
 
 use super::ApiError;
 
@@ -209,47 +210,20 @@ fn percent_encode(s: &str) -> String {
 /// Headers and body of a binary-mode request carrying `event`.
 pub fn to_binary(event: &Event) -> (Vec<(HeaderName, HeaderValue)>, Vec<u8>) {
     let mut headers = Vec::with_capacity(8);
-    let mut put = |name: &str, value: &str| {
+    for (name, value) in binary_attributes(event) {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(format!("ce-{name}").as_bytes()),
-            HeaderValue::from_str(&percent_encode(value)),
+            HeaderValue::from_str(&percent_encode(&value)),
         ) {
             headers.push((n, v));
         }
-    };
-    put("specversion", "1.0");
-    put("id", event.id());
-    put("source", event.source());
-    put("type", event.ty());
-    if let Some(s) = event.subject() {
-        put("subject", s);
-    }
-    if let Some(t) = event.time() {
-        put("time", &format_time(t));
-    }
-    if let Some(s) = event.dataschema() {
-        put("dataschema", s.as_str());
-    }
-    for (name, value) in event.iter_extensions() {
-        let text = match value {
-            ExtensionValue::String(s) => s.clone(),
-            ExtensionValue::Boolean(b) => b.to_string(),
-            ExtensionValue::Integer(i) => i.to_string(),
-        };
-        put(name, &text);
     }
     if let Some(ct) = event.datacontenttype() {
         if let Ok(v) = HeaderValue::from_str(ct) {
             headers.push((axum::http::header::CONTENT_TYPE, v));
         }
     }
-    let body = match event.data() {
-        Some(Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
-        Some(Data::String(s)) => s.as_bytes().to_vec(),
-        Some(Data::Binary(b)) => b.clone(),
-        None => Vec::new(),
-    };
-    (headers, body)
+    (headers, data_bytes(event))
 }
 
 #[cfg(test)]

@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloudevents::event::ExtensionValue;
-use cloudevents::{AttributesReader, Data};
+use cloudevents::AttributesReader;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use sluice_router::config::{HttpMode, KafkaTargetConfig};
-use sluice_router::event::{field_values, format_time, Event, FieldValue};
+use sluice_router::event::{binary_attributes, data_bytes, field_values, Event, FieldValue};
 use sluice_router::sink::{Sink, SinkError};
 
 /// Produces events to a Kafka topic.
@@ -104,32 +103,11 @@ impl KafkaSink {
 
 fn headers_of(event: &Event) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
-    let mut put = |name: &str, value: &str| {
-        headers = std::mem::take(&mut headers).insert(Header {
+    for (name, value) in binary_attributes(event) {
+        headers = headers.insert(Header {
             key: &format!("ce_{name}"),
             value: Some(value.as_bytes()),
         });
-    };
-    put("specversion", "1.0");
-    put("id", event.id());
-    put("source", event.source());
-    put("type", event.ty());
-    if let Some(s) = event.subject() {
-        put("subject", s);
-    }
-    if let Some(t) = event.time() {
-        put("time", &format_time(t));
-    }
-    if let Some(s) = event.dataschema() {
-        put("dataschema", s.as_str());
-    }
-    for (name, value) in event.iter_extensions() {
-        let text = match value {
-            ExtensionValue::String(s) => s.clone(),
-            ExtensionValue::Boolean(b) => b.to_string(),
-            ExtensionValue::Integer(i) => i.to_string(),
-        };
-        put(name, &text);
     }
     if let Some(ct) = event.datacontenttype() {
         headers = headers.insert(Header {
@@ -177,15 +155,7 @@ impl Sink for KafkaSink {
             None => None,
         };
         let (payload, headers) = match self.mode {
-            HttpMode::Binary => {
-                let body = match event.data() {
-                    Some(Data::Json(v)) => serde_json::to_vec(v).unwrap_or_default(),
-                    Some(Data::String(s)) => s.as_bytes().to_vec(),
-                    Some(Data::Binary(b)) => b.clone(),
-                    None => Vec::new(),
-                };
-                (body, headers_of(event))
-            }
+            HttpMode::Binary => (data_bytes(event), headers_of(event)),
             HttpMode::Structured => (
                 serde_json::to_vec(event).map_err(|e| SinkError::permanent(e.to_string()))?,
                 OwnedHeaders::new().insert(Header {
