@@ -120,12 +120,16 @@ impl Dispatcher {
                     }
                 }
             }
-            let timer = self
-                .sub
-                .queue
-                .next_due_ms()
-                .filter(|due| *due > now_ms())
-                .map(|due| Duration::from_millis(due - now_ms()));
+            // Wake for the next retry that is not already in flight; one already
+            // due wakes at once. Without room, a completion wakes the loop instead.
+            let timer = if in_flight.len() < self.concurrency {
+                self.sub
+                    .queue
+                    .next_due_ms(&in_flight)
+                    .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 Some(done) = tasks.join_next() => {

@@ -127,6 +127,16 @@ impl Engine {
         self.subscriptions.iter().find(|s| s.name == name)
     }
 
+    /// The deepest queue among the subscriptions of `bus`: how far delivery lags.
+    pub fn backlog(&self, bus: &str) -> u64 {
+        self.subscriptions
+            .iter()
+            .filter(|s| s.bus == bus)
+            .map(|s| s.queue.stats().depth)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, ClientContext};
 use sluice_router::config::{KafkaSourceConfig, KafkaStart};
-use sluice_router::error::ErrorClass;
 use sluice_router::source::{Source, SourceContext, SourceError};
 
 use super::record::{record_to_event, RecordMapping};
@@ -40,6 +40,7 @@ pub struct KafkaSource {
     consumer: StreamConsumer<CommitOnRevoke>,
     mapping: RecordMapping,
     batch: usize,
+    max_backlog: u64,
 }
 
 impl KafkaSource {
@@ -73,19 +74,38 @@ impl KafkaSource {
                 event_type: config.event_type.clone(),
             },
             batch: config.batch,
+            max_backlog: config.max_backlog,
         })
+    }
+}
+
+impl KafkaSource {
+    /// Stop taking records until the bus's backlog drops below half of
+    /// `max_backlog`. librdkafka's own prefetch queue stays bounded meanwhile;
+    /// a wait longer than `max.poll.interval.ms` makes this member rejoin its
+    /// group afterwards, with nothing lost (offsets are stored only behind
+    /// durable events). Returns false on shutdown.
+    async fn wait_for_backlog(&self, cx: &SourceContext) -> bool {
+        tracing::info!(source = %cx.name, backlog = cx.engine.backlog(&cx.bus), "Delivery is behind; consumption paused.");
+        let resume_below = self.max_backlog / 2;
+        while cx.engine.backlog(&cx.bus) > resume_below {
+            tokio::select! {
+                () = cx.shutdown.cancelled() => return false,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        tracing::info!(source = %cx.name, "Consumption resumed.");
+        true
     }
 }
 
 #[async_trait]
 impl Source for KafkaSource {
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
-        let fail = |message: String| SourceError {
-            source_name: cx.name.clone(),
-            message,
-            class: ErrorClass::Transient,
-        };
         loop {
+            if cx.engine.backlog(&cx.bus) > self.max_backlog && !self.wait_for_backlog(&cx).await {
+                break;
+            }
             // Wait for the first record of a batch, or shutdown.
             let first = tokio::select! {
                 biased;
@@ -129,9 +149,12 @@ impl Source for KafkaSource {
                 }
             }
             for m in &batch {
-                self.consumer
-                    .store_offset_from_message(m)
-                    .map_err(|e| fail(format!("storing an offset failed: {e}")))?;
+                // A partition revoked while its batch was being published can no
+                // longer store offsets; its new owner re-reads from the last commit
+                // (at least once), so this is not an error.
+                if let Err(e) = self.consumer.store_offset_from_message(m) {
+                    tracing::debug!(source = %cx.name, partition = m.partition(), error = %e, "Offset not stored (partition revoked).");
+                }
             }
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {

@@ -133,6 +133,10 @@ pub struct KafkaSourceConfig {
     /// Records published together at most (one durable commit each batch).
     #[serde(default = "defaults::kafka_batch")]
     pub batch: usize,
+    /// Consumption pauses while any subscription of the bus holds more events than
+    /// this, and resumes below half of it, so a stalled target bounds the backlog.
+    #[serde(default = "defaults::kafka_max_backlog")]
+    pub max_backlog: u64,
     /// Extra librdkafka consumer settings (TLS, SASL, tuning). Keys sluice owns are refused.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -509,6 +513,9 @@ pub mod defaults {
     }
     pub fn kafka_batch() -> usize {
         500
+    }
+    pub fn kafka_max_backlog() -> u64 {
+        1_000_000
     }
     pub fn kafka_compression() -> String {
         "none".into()

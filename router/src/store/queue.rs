@@ -239,12 +239,18 @@ impl Queue {
         }])
     }
 
-    /// The due time of the earliest scheduled retry.
-    pub fn next_due_ms(&self) -> Option<u64> {
-        let (k, _) = self.tree.scan_prefix([DELAYED]).next()?.ok()?;
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&k[1..9]);
-        Some(u64::from_be_bytes(b))
+    /// The due time of the earliest scheduled retry that is not in `in_flight`.
+    pub fn next_due_ms(&self, in_flight: &HashSet<Vec<u8>>) -> Option<u64> {
+        self.tree
+            .scan_prefix([DELAYED])
+            .keys()
+            .filter_map(Result::ok)
+            .find(|k| !in_flight.contains(k.as_ref()))
+            .map(|k| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&k[1..9]);
+                u64::from_be_bytes(b)
+            })
     }
 
     /// Apply outcomes in one atomic batch, counters included.
