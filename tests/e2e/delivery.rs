@@ -25,15 +25,7 @@ async fn transient_failures_are_retried_and_delivered_once() {
     assert_eq!(stats["delivered_total"], 1);
     assert_eq!(stats["retried_total"], 3);
     assert_eq!(stats["depth"], 0);
-    let metrics = sluice
-        .client
-        .get(sluice.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sluice.metrics().await;
     assert!(
         metrics.contains("sluice_delivery_retries_total{rule=\"big-orders\",target=\"fn\"} 3"),
         "{metrics}"

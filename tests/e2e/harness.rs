@@ -149,6 +149,18 @@ impl Sluice {
             .unwrap()
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The first dead letter of subscription `name`, waiting up to `timeout`.
     pub async fn first_dead_letter(&self, name: &str, timeout: Duration) -> serde_json::Value {
         let deadline = Instant::now() + timeout;

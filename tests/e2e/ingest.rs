@@ -320,14 +320,7 @@ async fn bad_input_gets_a_precise_4xx_and_is_never_queued() {
     assert_eq!(s, 202);
     let got = recv.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
-    let metrics = c
-        .get(sluice.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sluice.metrics().await;
     assert!(
         metrics.contains("sluice_events_rejected_total{bus=\"default\",source=\"http\"}"),
         "{metrics}"
@@ -363,17 +356,7 @@ async fn concurrent_requests_share_fsyncs() {
             .parse()
             .unwrap()
     };
-    let metrics = || async {
-        sluice
-            .client
-            .get(sluice.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || async { sluice.metrics().await };
     let before = flushes(&metrics().await);
     let mut tasks = Vec::new();
     for worker in 0..64 {
