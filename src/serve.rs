@@ -82,13 +82,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         } else {
             transforms.get(&sub.rule).cloned()
         };
-        let dispatcher = Dispatcher::new(
+        let mut dispatcher = Dispatcher::new(
             sub.clone(),
             sink,
             transform,
             RetryPolicy::from(&rule.retry),
             target.concurrency(),
         );
+        if let Some(batch) = target.batch() {
+            dispatcher = dispatcher.with_batches(batch);
+        }
         dispatchers.spawn(dispatcher.run(shutdown.clone(), config.server.shutdown_grace));
     }
 
@@ -211,13 +214,31 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 const STORE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// 200 once sluice listens and every target can take events; 503 otherwise, naming
+/// each target that cannot and why (a missing table, say).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::SeqCst) {
+    if !state.ready.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready"})),
+        );
+    }
+    let targets: Vec<_> = state
+        .engine
+        .subscriptions()
+        .iter()
+        .filter_map(|sub| {
+            sub.not_ready().map(|reason| {
+                json!({"target": sub.target, "subscription": sub.name, "reason": reason})
+            })
+        })
+        .collect();
+    if targets.is_empty() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready"})),
+            Json(json!({"status": "not ready", "targets": targets})),
         )
     }
 }

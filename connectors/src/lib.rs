@@ -13,6 +13,8 @@ pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
+mod discard;
+
 /// A target or source that could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("{kind} {name}: {message}")]
@@ -26,6 +28,7 @@ pub struct BuildError {
 /// The registry of targets: one arm per connector.
 pub fn build_sink(target: &TargetConfig) -> Result<Arc<dyn Sink>, BuildError> {
     match target {
+        TargetConfig::Discard(_) => Ok(Arc::new(discard::DiscardSink)),
         #[cfg(feature = "http")]
         TargetConfig::Http(config) => Ok(Arc::new(http::HttpSink::new(config).map_err(|e| {
             BuildError {
@@ -44,6 +47,13 @@ pub fn build_sink(target: &TargetConfig) -> Result<Arc<dyn Sink>, BuildError> {
                 }
             })?))
         }
+        // Connectors left out of this build (cargo features).
+        #[allow(unreachable_patterns)]
+        other => Err(BuildError {
+            kind: "target",
+            name: other.name().to_owned(),
+            message: "this build of sluice has no connector for this target type".into(),
+        }),
     }
 }
 

@@ -1,18 +1,21 @@
 //! The dispatcher: one task per subscription that leases events from its queue,
-//! delivers up to `concurrency` at once through the target's [`Sink`], and settles
-//! each outcome in the store (delivered, retry later, or dead letter).
+//! delivers up to `concurrency` at once (or, for a batching target, up to
+//! `concurrency` batches) through the target's [`Sink`], and settles each event's
+//! outcome in the store (delivered, retry later, or dead letter). Events of a
+//! batch are settled one by one, so a rejected item does not hold back the rest.
 //!
 //! Subscriptions share nothing but the store, so a slow or failing target only
 //! ever holds up its own queue.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::BatchConfig;
 use crate::error::ErrorClass;
 use crate::event::Event;
 use crate::metrics::SubscriptionMetrics;
@@ -39,13 +42,37 @@ pub struct Subscription {
     /// Whether this is a rule's dead-letter subscription (it gets original events,
     /// not transformed ones).
     pub is_dead_letter: bool,
+    /// Why the target cannot take events yet (its [`Sink::check`] failed), if so.
+    pub not_ready: Mutex<Option<String>>,
 }
 
 impl Subscription {
+    /// Why the target cannot take events yet, if so.
+    pub fn not_ready(&self) -> Option<String> {
+        self.not_ready.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn set_not_ready(&self, reason: Option<String>) {
+        if let Ok(mut r) = self.not_ready.lock() {
+            *r = reason;
+        }
+    }
+
     /// Refresh the depth gauge from the queue.
     pub fn update_depth(&self) {
         self.metrics.depth.set(self.queue.stats().depth as i64);
     }
+}
+
+/// How a dispatcher groups events into deliveries. A target without a `batch`
+/// setting gets batches of one, sent at once, through [`Sink::deliver`].
+#[derive(Debug, Clone)]
+struct Batching {
+    max_events: usize,
+    max_bytes: usize,
+    max_wait: Duration,
+    /// Whether the sink gets `deliver_batch` (or `deliver`, one event at a time).
+    batched: bool,
 }
 
 /// Delivers one subscription's queue.
@@ -55,11 +82,17 @@ pub struct Dispatcher {
     transform: Option<Arc<Transform>>,
     policy: RetryPolicy,
     concurrency: usize,
+    batching: Batching,
 }
 
-type Done = (Leased, Result<(), SinkError>, u64);
+/// A finished delivery task: each leased event with its result, and when it started.
+type Done = (Vec<(Leased, Result<(), SinkError>)>, u64);
+
+/// How long the dispatcher waits before asking an unready target again.
+const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Dispatcher {
+    /// `concurrency` is deliveries (or batches) in flight at once.
     pub fn new(
         sub: Arc<Subscription>,
         sink: Arc<dyn Sink>,
@@ -73,13 +106,39 @@ impl Dispatcher {
             transform,
             policy,
             concurrency: concurrency.max(1),
+            batching: Batching {
+                max_events: 1,
+                max_bytes: usize::MAX,
+                max_wait: Duration::ZERO,
+                batched: false,
+            },
         }
+    }
+
+    /// Deliver in batches through [`Sink::deliver_batch`].
+    pub fn with_batches(mut self, batch: &BatchConfig) -> Self {
+        self.batching = Batching {
+            max_events: batch.max_events.max(1),
+            max_bytes: batch.max_bytes.max(1),
+            max_wait: batch.max_wait,
+            batched: true,
+        };
+        self
     }
 
     /// Run until `shutdown`; then wait up to `grace` for deliveries in flight.
     /// Whatever is still in flight after that stays in the store for the next start.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
+        if !self.wait_until_ready(&shutdown).await {
+            return;
+        }
+        let b = self.batching.clone();
+        // Every leased key, waiting in `pending` or being delivered. At most this
+        // many events are held in memory.
+        let capacity = self.concurrency * b.max_events;
         let mut in_flight: HashSet<Vec<u8>> = HashSet::new();
+        let mut pending: VecDeque<Leased> = VecDeque::new();
+        let mut pending_since: Option<Instant> = None;
         let mut tasks: JoinSet<Done> = JoinSet::new();
         // The last ready key leased: ready keys appear in increasing order, and
         // any older one still in the ready range is in flight, so scanning on from
@@ -88,26 +147,21 @@ impl Dispatcher {
         loop {
             // Every wake-up (a completion, new events, a retry coming due) leases
             // whatever room there is.
-            if in_flight.len() < self.concurrency {
-                let room = self.concurrency - in_flight.len();
+            if tasks.len() < self.concurrency && in_flight.len() < capacity {
+                let room = capacity - in_flight.len();
                 match self
                     .sub
                     .queue
                     .lease(room, now_ms(), &in_flight, cursor.as_deref())
                 {
-                    Ok(batch) => {
-                        for leased in batch {
-                            if leased.is_ready() {
-                                cursor = Some(leased.key.clone());
+                    Ok(leased) => {
+                        for l in leased {
+                            if l.is_ready() {
+                                cursor = Some(l.key.clone());
                             }
-                            in_flight.insert(leased.key.clone());
-                            let sink = self.sink.clone();
-                            let transform = self.transform.clone();
-                            tasks.spawn(async move {
-                                let started = now_ms();
-                                let result = deliver(&*sink, transform.as_deref(), &leased).await;
-                                (leased, result, started)
-                            });
+                            in_flight.insert(l.key.clone());
+                            pending.push_back(l);
+                            pending_since.get_or_insert_with(Instant::now);
                         }
                     }
                     Err(e) => {
@@ -120,13 +174,40 @@ impl Dispatcher {
                     }
                 }
             }
-            // Wake for the next retry that is not already in flight; one already
-            // due wakes at once. Without room, a completion wakes the loop instead.
-            let timer = if in_flight.len() < self.concurrency {
-                self.sub
-                    .queue
-                    .next_due_ms(&in_flight)
-                    .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+            // Send every batch that is full, or has waited long enough.
+            while tasks.len() < self.concurrency && !pending.is_empty() {
+                let (n, full) = batch_len(&pending, &b);
+                let waited = pending_since.is_none_or(|t| t.elapsed() >= b.max_wait);
+                if !full && !waited {
+                    break;
+                }
+                let batch: Vec<Leased> = pending.drain(..n).collect();
+                if pending.is_empty() {
+                    pending_since = None;
+                }
+                let sink = self.sink.clone();
+                let transform = self.transform.clone();
+                let batched = b.batched;
+                tasks.spawn(async move {
+                    let started = now_ms();
+                    let results = deliver(&*sink, transform.as_deref(), &batch, batched).await;
+                    (batch.into_iter().zip(results).collect(), started)
+                });
+            }
+            // Wake for the next retry that is not already in flight (one already
+            // due wakes at once), or when the pending batch has waited long enough.
+            // Without room, a completion wakes the loop instead.
+            let timer = if tasks.len() < self.concurrency {
+                let retry = if in_flight.len() < capacity {
+                    self.sub
+                        .queue
+                        .next_due_ms(&in_flight)
+                        .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+                } else {
+                    None
+                };
+                let flush = pending_since.map(|t| b.max_wait.saturating_sub(t.elapsed()));
+                retry.into_iter().chain(flush).min()
             } else {
                 None
             };
@@ -145,6 +226,7 @@ impl Dispatcher {
             }
         }
         // Shutdown: no new leases; finish what is in flight within the grace period.
+        // Pending events were never sent and stay in the store.
         let deadline = tokio::time::Instant::now() + grace;
         while !tasks.is_empty() {
             match tokio::time::timeout_at(deadline, tasks.join_next()).await {
@@ -159,6 +241,31 @@ impl Dispatcher {
         }
     }
 
+    /// Hold deliveries until the target says it can take events; `false` when
+    /// shut down first. The reason is kept on the subscription for `/readyz`.
+    async fn wait_until_ready(&self, shutdown: &CancellationToken) -> bool {
+        loop {
+            let checked = tokio::select! {
+                r = self.sink.check() => r,
+                () = shutdown.cancelled() => return false,
+            };
+            match checked {
+                Ok(()) => {
+                    self.sub.set_not_ready(None);
+                    return true;
+                }
+                Err(reason) => {
+                    tracing::warn!(subscription = %self.sub.name, target = %self.sub.target, reason = %reason, "Target not ready; deliveries wait.");
+                    self.sub.set_not_ready(Some(reason));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(CHECK_INTERVAL) => {}
+                () = shutdown.cancelled() => return false,
+            }
+        }
+    }
+
     fn settle(
         &self,
         finished: Vec<Result<Done, tokio::task::JoinError>>,
@@ -167,14 +274,16 @@ impl Dispatcher {
         let now = now_ms();
         let mut outcomes = Vec::with_capacity(finished.len());
         for done in finished {
-            let Ok((leased, result, started)) = done else {
-                // A delivery task panicked; its key stays in flight until restart
+            let Ok((results, started)) = done else {
+                // A delivery task panicked; its keys stay in flight until restart
                 // rather than being delivered twice concurrently.
                 tracing::error!(subscription = %self.sub.name, "A delivery task failed.");
                 continue;
             };
-            in_flight.remove(&leased.key);
-            outcomes.push(self.outcome(leased, result, started, now));
+            for (leased, result) in results {
+                in_flight.remove(&leased.key);
+                outcomes.push(self.outcome(leased, result, started, now));
+            }
         }
         let forwards: Vec<Record> = match &self.sub.dead_letter {
             Some(_) => outcomes
@@ -275,24 +384,75 @@ fn forward_record(letter: &DeadLetter, subscription: &str, now: u64) -> Option<R
     Some(Record::new(raw, now))
 }
 
-/// Read the stored event, transform it, deliver it. A transform that fails on this
-/// event is a permanent error: the event is dead-lettered with the reason.
+/// How many pending events the next batch takes, and whether that batch is full
+/// (it reached `max_events` or `max_bytes`). The first event always fits.
+fn batch_len(pending: &VecDeque<Leased>, b: &Batching) -> (usize, bool) {
+    let mut bytes = 0usize;
+    for (i, l) in pending.iter().enumerate() {
+        if i == b.max_events {
+            return (i, true);
+        }
+        let size = l.record.event.get().len();
+        if i > 0 && bytes.saturating_add(size) > b.max_bytes {
+            return (i, true);
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    (pending.len(), pending.len() == b.max_events || bytes >= b.max_bytes)
+}
+
+/// Read the stored events, transform them, deliver them: one result per event, in
+/// order. An event that fails to read or transform is a permanent error (it is
+/// dead-lettered with the reason); the others are delivered without it.
 async fn deliver(
     sink: &dyn Sink,
     transform: Option<&Transform>,
-    leased: &Leased,
-) -> Result<(), SinkError> {
+    batch: &[Leased],
+    batched: bool,
+) -> Vec<Result<(), SinkError>> {
+    let mut results: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
+    let mut events = Vec::with_capacity(batch.len());
+    for leased in batch {
+        match prepare(transform, leased) {
+            Ok(event) => {
+                events.push(event);
+                results.push(Ok(()));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    let mut written = if events.is_empty() {
+        Vec::new()
+    } else if batched {
+        sink.deliver_batch(&events).await
+    } else {
+        let mut out = Vec::with_capacity(events.len());
+        for event in &events {
+            out.push(sink.deliver(event).await);
+        }
+        out
+    }
+    .into_iter();
+    let count = events.len();
+    for slot in results.iter_mut().filter(|r| r.is_ok()) {
+        *slot = written.next().unwrap_or_else(|| {
+            Err(SinkError::transient(format!(
+                "the target answered for fewer than the {count} events sent"
+            )))
+        });
+    }
+    results
+}
+
+fn prepare(transform: Option<&Transform>, leased: &Leased) -> Result<Event, SinkError> {
     let event: Event = serde_json::from_str(leased.record.event.get()).map_err(|e| {
         SinkError::permanent(format!("stored event is not a valid CloudEvent: {e}"))
     })?;
     match transform {
-        Some(t) => {
-            let out = t
-                .apply(&event)
-                .map_err(|e| SinkError::permanent(format!("transform failed: {e}")))?;
-            sink.deliver(&out).await
-        }
-        None => sink.deliver(&event).await,
+        Some(t) => t
+            .apply(&event)
+            .map_err(|e| SinkError::permanent(format!("transform failed: {e}"))),
+        None => Ok(event),
     }
 }
 

@@ -54,6 +54,7 @@ fn subscription(
         metrics: metrics.subscription(&rule.bus, &rule.name, target),
         dead_letter,
         is_dead_letter,
+        not_ready: std::sync::Mutex::new(None),
     }))
 }
 

@@ -30,3 +30,4 @@ pub mod retry;
 pub mod rules;
 pub mod sink;
 pub mod source;
+pub mod template;

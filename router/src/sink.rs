@@ -47,10 +47,33 @@ impl SinkError {
 ///
 /// The dispatcher calls `deliver` for one event at a time, up to the target's
 /// concurrency at once, and may call it again for the same event after a crash or a
-/// retry, so sinks that can be idempotent should key writes on `source` + `id`.
-/// (Batching sinks will get a batch method with per-item results beside this one.)
+/// retry, so sinks that can be idempotent should key writes on `source` + `id`
+/// ([`crate::template::event_key`]).
+///
+/// Targets with a `batch` setting get `deliver_batch` instead: up to `max_events`
+/// events written together, with one result per event so that the dispatcher can
+/// retry or dead-letter each on its own. (One trait with a batch method, rather than
+/// two traits, so the dispatcher holds one kind of sink and every sink can be
+/// batched.)
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
     /// `Ok` means the far side confirmed the event.
     async fn deliver(&self, event: &Event) -> Result<(), SinkError>;
+
+    /// Write `events` together; the result has one entry per event, in order.
+    /// `Ok` means the far side confirmed that event. The default delivers one by one.
+    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.deliver(event).await);
+        }
+        results
+    }
+
+    /// Whether the far side is set up to take events (a table exists and its
+    /// columns fit, say). `Err` holds the reason; the dispatcher holds deliveries,
+    /// reports the reason on `/readyz` and checks again a little later.
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -10,7 +10,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use sluice_router::config::{HttpMode, KafkaTargetConfig};
-use sluice_router::event::{binary_attributes, data_bytes, field_values, Event, FieldValue};
+use sluice_router::event::{binary_attributes, data_bytes, Event};
+use sluice_router::template::Template;
 use sluice_router::sink::{Sink, SinkError};
 
 /// Produces events to a Kafka topic.
@@ -20,58 +21,6 @@ pub struct KafkaSink {
     key: Option<Template>,
     mode: HttpMode,
     timeout: Duration,
-}
-
-/// `{attribute}` placeholders (`{type}`, `{partitionkey}`, `{data.region}`) in text.
-struct Template(Vec<Piece>);
-
-enum Piece {
-    Text(String),
-    Field(Vec<String>),
-}
-
-impl Template {
-    fn parse(text: &str) -> Self {
-        let mut pieces = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            let Some(close) = rest[open..].find('}') else {
-                break;
-            };
-            if open > 0 {
-                pieces.push(Piece::Text(rest[..open].to_owned()));
-            }
-            let name = &rest[open + 1..open + close];
-            pieces.push(Piece::Field(name.split('.').map(str::to_owned).collect()));
-            rest = &rest[open + close + 1..];
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_owned()));
-        }
-        Self(pieces)
-    }
-
-    /// The text for `event`; a missing field is an error naming it.
-    fn render(&self, event: &Event) -> Result<String, String> {
-        let mut out = String::new();
-        let mut values = Vec::new();
-        for piece in &self.0 {
-            match piece {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Field(path) => {
-                    values.clear();
-                    field_values(event, path, &mut values);
-                    match values.first() {
-                        Some(FieldValue::Str(s)) => out.push_str(s),
-                        Some(FieldValue::Num(n)) => out.push_str(&n.to_string()),
-                        Some(FieldValue::Bool(b)) => out.push_str(&b.to_string()),
-                        _ => return Err(format!("the event has no {}", path.join("."))),
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
 }
 
 impl KafkaSink {
@@ -93,8 +42,13 @@ impl KafkaSink {
         let producer: FutureProducer = client.create().map_err(|e| e.to_string())?;
         Ok(Self {
             producer,
-            topic: Template::parse(&config.topic),
-            key: config.key.as_deref().map(Template::parse),
+            topic: Template::parse(&config.topic).map_err(|e| format!("topic: {e}"))?,
+            key: config
+                .key
+                .as_deref()
+                .map(Template::parse)
+                .transpose()
+                .map_err(|e| format!("key: {e}"))?,
             mode: config.mode,
             timeout: config.timeout,
         })
@@ -145,11 +99,11 @@ impl Sink for KafkaSink {
     async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
         let topic = self
             .topic
-            .render(event)
+            .render(event, &[], chrono::Utc::now())
             .map_err(|e| SinkError::permanent(format!("topic: {e}")))?;
         let key = match &self.key {
             Some(k) => Some(
-                k.render(event)
+                k.render(event, &[], chrono::Utc::now())
                     .map_err(|e| SinkError::permanent(format!("key: {e}")))?,
             ),
             None => None,
@@ -172,38 +126,5 @@ impl Sink for KafkaSink {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(classify(&e)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_router::event::{EventFields, RawData};
-
-    #[test]
-    fn templates_read_attributes_and_data() {
-        let mut f = EventFields::new();
-        f.attr("specversion", "1.0")
-            .attr("id", "1")
-            .attr("source", "/s")
-            .attr("type", "order.created")
-            .attr("partitionkey", "c-7")
-            .data(RawData::Json(serde_json::json!({"region": "eu", "n": 3})));
-        let e = f.build().unwrap();
-        assert_eq!(
-            Template::parse("events-{type}").render(&e).unwrap(),
-            "events-order.created"
-        );
-        assert_eq!(
-            Template::parse("{data.region}/{partitionkey}/{data.n}")
-                .render(&e)
-                .unwrap(),
-            "eu/c-7/3"
-        );
-        assert_eq!(Template::parse("fixed").render(&e).unwrap(), "fixed");
-        assert!(Template::parse("{data.missing}")
-            .render(&e)
-            .unwrap_err()
-            .contains("data.missing"));
     }
 }

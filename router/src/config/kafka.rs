@@ -104,11 +104,8 @@ pub(super) fn validate_target(c: &mut Collector<'_>, i: usize, t: &KafkaTargetCo
     }
     for (field, template) in [("topic", Some(&t.topic)), ("key", t.key.as_ref())] {
         if let Some(template) = template {
-            if template.matches('{').count() != template.matches('}').count() {
-                c.push(
-                    format!("{at}.{field}"),
-                    format!("{template:?}: unbalanced `{{` and `}}`"),
-                );
+            if let Err(e) = crate::template::Template::parse(template) {
+                c.push(format!("{at}.{field}"), format!("{template:?}: {e}"));
             }
         }
     }

@@ -2,6 +2,7 @@
 //! with its path and position) -> building happens in the binary.
 
 mod kafka;
+mod storage;
 mod types;
 mod yaml;
 
@@ -10,6 +11,7 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 
+pub use storage::*;
 pub use types::*;
 pub use yaml::Positions;
 
@@ -238,7 +240,8 @@ impl Tagged for SourceConfig {
 }
 
 impl Tagged for TargetConfig {
-    const TYPES: &'static [&'static str] = &["http", "kafka"];
+    const TYPES: &'static [&'static str] =
+        &["http", "kafka", "postgres", "elasticsearch", "s3", "discard"];
     fn variant(
         tag: &str,
         value: serde_yaml::Value,
@@ -248,6 +251,10 @@ impl Tagged for TargetConfig {
         match tag {
             "http" => section(value, path, c).map(TargetConfig::Http),
             "kafka" => section(value, path, c).map(TargetConfig::Kafka),
+            "postgres" => section(value, path, c).map(TargetConfig::Postgres),
+            "elasticsearch" => section(value, path, c).map(TargetConfig::Elasticsearch),
+            "s3" => section(value, path, c).map(TargetConfig::S3),
+            "discard" => section(value, path, c).map(TargetConfig::Discard),
             _ => None,
         }
     }
@@ -390,6 +397,10 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
         match target {
             TargetConfig::Http(t) => validate_http_target(c, i, t),
             TargetConfig::Kafka(t) => kafka::validate_target(c, i, t),
+            TargetConfig::Postgres(t) => storage::validate_postgres(c, i, t),
+            TargetConfig::Elasticsearch(t) => storage::validate_elasticsearch(c, i, t),
+            TargetConfig::S3(t) => storage::validate_s3(c, i, t),
+            TargetConfig::Discard(_) => {}
         }
     }
 

@@ -10,6 +10,10 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::storage::{
+    BatchConfig, DiscardTargetConfig, ElasticsearchTargetConfig, PostgresTargetConfig, S3TargetConfig,
+};
+
 /// A sluice configuration file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +174,14 @@ pub enum TargetConfig {
     Http(HttpTargetConfig),
     /// A Kafka topic, written by an idempotent producer.
     Kafka(KafkaTargetConfig),
+    /// A PostgreSQL table, written in batches, idempotently.
+    Postgres(PostgresTargetConfig),
+    /// An Elasticsearch/OpenSearch index, written through `_bulk`, idempotently.
+    Elasticsearch(ElasticsearchTargetConfig),
+    /// Objects of JSON lines in an S3-compatible bucket.
+    S3(S3TargetConfig),
+    /// Drops every event.
+    Discard(DiscardTargetConfig),
 }
 
 impl TargetConfig {
@@ -177,14 +189,32 @@ impl TargetConfig {
         match self {
             Self::Http(t) => &t.name,
             Self::Kafka(t) => &t.name,
+            Self::Postgres(t) => &t.name,
+            Self::Elasticsearch(t) => &t.name,
+            Self::S3(t) => &t.name,
+            Self::Discard(t) => &t.name,
         }
     }
 
-    /// Deliveries in flight at once, at most.
+    /// Deliveries (or batches, for a batching target) in flight at once, at most.
     pub fn concurrency(&self) -> usize {
         match self {
             Self::Http(t) => t.concurrency,
             Self::Kafka(t) => t.concurrency,
+            Self::Postgres(t) => t.concurrency,
+            Self::Elasticsearch(t) => t.concurrency,
+            Self::S3(t) => t.concurrency,
+            Self::Discard(t) => t.concurrency,
+        }
+    }
+
+    /// How the target batches writes; `None`: one event per delivery.
+    pub fn batch(&self) -> Option<&BatchConfig> {
+        match self {
+            Self::Postgres(t) => Some(&t.batch),
+            Self::Elasticsearch(t) => Some(&t.batch),
+            Self::S3(t) => Some(&t.batch),
+            Self::Http(_) | Self::Kafka(_) | Self::Discard(_) => None,
         }
     }
 }
@@ -462,7 +492,7 @@ impl Default for BackoffConfig {
 /// A human-readable duration such as `200ms`, `10s`, `1h 30m`.
 #[derive(JsonSchema)]
 #[allow(dead_code)]
-struct DurationString(String);
+pub(crate) struct DurationString(String);
 
 /// Every default of the configuration.
 pub mod defaults {
@@ -525,5 +555,37 @@ pub mod defaults {
     }
     pub fn kafka_concurrency() -> usize {
         256
+    }
+    pub fn batch_max_events() -> usize {
+        1000
+    }
+    pub fn batch_max_bytes() -> usize {
+        4 * 1024 * 1024
+    }
+    pub fn batch_max_wait() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn key_column() -> String {
+        "event_key".into()
+    }
+    pub fn storage_concurrency() -> usize {
+        2
+    }
+    pub fn s3_region() -> String {
+        "us-east-1".into()
+    }
+    pub fn s3_key() -> String {
+        "events/dt=%Y-%m-%d/hour=%H/{uuid}.jsonl.gz".into()
+    }
+    pub fn s3_part_bytes() -> usize {
+        8 * 1024 * 1024
+    }
+    /// One upload at a time keeps batch boundaries the same after a restart, so
+    /// every event lands in exactly one object.
+    pub fn s3_concurrency() -> usize {
+        1
+    }
+    pub fn s3_timeout() -> Duration {
+        Duration::from_secs(60)
     }
 }
