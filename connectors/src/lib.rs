@@ -10,8 +10,14 @@ use sluice_router::source::Source;
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "elasticsearch")]
+pub mod elasticsearch;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 mod discard;
 
@@ -30,29 +36,37 @@ pub fn build_sink(target: &TargetConfig) -> Result<Arc<dyn Sink>, BuildError> {
     match target {
         TargetConfig::Discard(_) => Ok(Arc::new(discard::DiscardSink)),
         #[cfg(feature = "http")]
-        TargetConfig::Http(config) => Ok(Arc::new(http::HttpSink::new(config).map_err(|e| {
-            BuildError {
-                kind: "target",
-                name: config.name.clone(),
-                message: e,
-            }
-        })?)),
+        TargetConfig::Http(config) => sink(&config.name, http::HttpSink::new(config)),
         #[cfg(feature = "kafka")]
-        TargetConfig::Kafka(config) => {
-            Ok(Arc::new(kafka::KafkaSink::new(config).map_err(|e| {
-                BuildError {
-                    kind: "target",
-                    name: config.name.clone(),
-                    message: e,
-                }
-            })?))
+        TargetConfig::Kafka(config) => sink(&config.name, kafka::KafkaSink::new(config)),
+        #[cfg(feature = "postgres")]
+        TargetConfig::Postgres(config) => {
+            sink(&config.name, postgres::PostgresSink::new(config))
         }
+        #[cfg(feature = "elasticsearch")]
+        TargetConfig::Elasticsearch(config) => sink(
+            &config.name,
+            elasticsearch::ElasticsearchSink::new(config),
+        ),
+        #[cfg(feature = "s3")]
+        TargetConfig::S3(config) => sink(&config.name, s3::S3Sink::new(config)),
         // Connectors left out of this build (cargo features).
         #[allow(unreachable_patterns)]
         other => Err(BuildError {
             kind: "target",
             name: other.name().to_owned(),
             message: "this build of sluice has no connector for this target type".into(),
+        }),
+    }
+}
+
+fn sink<S: Sink>(name: &str, built: Result<S, String>) -> Result<Arc<dyn Sink>, BuildError> {
+    match built {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(message) => Err(BuildError {
+            kind: "target",
+            name: name.to_owned(),
+            message,
         }),
     }
 }

@@ -317,7 +317,7 @@ rules:\n  - name: all\n    targets: [fn]\n    retry: {{ max_attempts: 1000, back
     )
 }
 
-async fn produce_numbered(topic: &str, range: std::ops::Range<u64>) {
+pub async fn produce_numbered(topic: &str, range: std::ops::Range<u64>) {
     let producer = producer();
     let mut pending = Vec::new();
     for n in range {

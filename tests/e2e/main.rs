@@ -2,7 +2,10 @@
 
 mod config;
 mod delivery;
+mod elasticsearch;
 mod harness;
 mod ingest;
 mod kafka;
+mod postgres;
 mod rules;
+mod s3;

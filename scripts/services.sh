@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The test services, installed once into a cache and started on loopback:
+# - Kafka: tansu, built from crates.io (~15 minutes on 2 cores), on 127.0.0.1:19092;
+# - S3: s3s-fs, built from crates.io, serving a temp folder on 127.0.0.1:19000;
+# - OpenSearch API: osmem-server from PyPI (in a venv), on 127.0.0.1:19200;
+# - PostgreSQL: the machine's server (127.0.0.1:5432, trust auth); each test makes
+#   its own schema.
+# scripts/test.sh sources this file. Run it directly to start the services for
+# `cargo test` by hand: it prints the environment the tests read and waits (Ctrl-C
+# stops the services).
+# Built tools live outside the checkout too, so a fresh clone on the same machine
+# (as CI makes) reuses them; `tools/` in the repo links to the cache.
+TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
+TANSU_VERSION=0.6.0
+TANSU="$TOOLS/tansu-$TANSU_VERSION/bin/tansu"
+S3S_VERSION=0.14.1
+S3S="$TOOLS/s3s-fs-$S3S_VERSION/bin/s3s-fs"
+OSMEM_VERSION=0.1.6
+OSMEM_VENV="$TOOLS/osmem-$OSMEM_VERSION"
+export SLUICE_TEST_KAFKA="${SLUICE_TEST_KAFKA:-127.0.0.1:19092}"
+export SLUICE_TEST_S3="${SLUICE_TEST_S3:-http://127.0.0.1:19000}"
+export SLUICE_TEST_ELASTICSEARCH="${SLUICE_TEST_ELASTICSEARCH:-http://127.0.0.1:19200}"
+export SLUICE_TEST_POSTGRES="${SLUICE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
+# The S3 tests' credentials; s3s-fs is started with the same pair.
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-sluice-test}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-sluice-test-secret}"
+PIDS=()
+S3_ROOT=""
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -z "$S3_ROOT" ] || rm -rf "$S3_ROOT"' EXIT
+
+install_tansu() {
+  if [ ! -x "$TANSU" ]; then
+    echo "==> building tansu $TANSU_VERSION (once; cached in $TOOLS)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features \
+      --features dynostore --root "$TOOLS/tansu-$TANSU_VERSION"
+  fi
+  mkdir -p tools
+  ln -sfn "$TOOLS/tansu-$TANSU_VERSION" tools/tansu
+}
+
+install_s3s() {
+  if [ ! -x "$S3S" ]; then
+    echo "==> building s3s-fs $S3S_VERSION (once; cached in $TOOLS)"
+    cargo install s3s-fs --version "$S3S_VERSION" --locked --features binary \
+      --root "$TOOLS/s3s-fs-$S3S_VERSION"
+  fi
+}
+
+install_osmem() {
+  if [ ! -x "$OSMEM_VENV/bin/osmem-server" ]; then
+    echo "==> installing osmem-server $OSMEM_VERSION (once; cached in $TOOLS)"
+    rm -rf "$OSMEM_VENV"
+    python3 -m venv "$OSMEM_VENV"
+    "$OSMEM_VENV/bin/pip" install --quiet "osmem-server==$OSMEM_VERSION"
+    # The package ships a ready binary; link it where the check above looks.
+    ln -sf "$("$OSMEM_VENV/bin/python" -c 'import osmem_server, os; print(os.path.dirname(osmem_server.__file__))')/bin/osmem-server" \
+      "$OSMEM_VENV/bin/osmem-server"
+  fi
+}
+
+# start NAME HOST:PORT COMMAND...: run a server in the background, logging to
+# target/NAME.log, and wait until its port accepts connections.
+start() {
+  local name="$1" addr="$2"
+  shift 2
+  mkdir -p target
+  "$@" >"target/$name.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 1 150); do
+    if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+      echo "==> $name listening on $addr"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$name did not start; its log:" >&2
+  cat "target/$name.log" >&2
+  exit 1
+}
+
+start_services() {
+  start tansu "$SLUICE_TEST_KAFKA" "$TANSU" broker \
+    --listener-url "tcp://$SLUICE_TEST_KAFKA" \
+    --advertised-listener-url "tcp://$SLUICE_TEST_KAFKA" \
+    --storage-engine memory://tansu/
+  local s3_addr="${SLUICE_TEST_S3#http://}"
+  S3_ROOT="$(mktemp -d)"
+  # Tests make buckets as folders here (s3s-fs serves each folder as a bucket).
+  export SLUICE_TEST_S3_ROOT="$S3_ROOT"
+  start s3s-fs "$s3_addr" "$S3S" --host "${s3_addr%:*}" --port "${s3_addr##*:}" \
+    --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT"
+  local es_addr="${SLUICE_TEST_ELASTICSEARCH#http://}"
+  start osmem "$es_addr" "$OSMEM_VENV/bin/osmem-server" -addr "$es_addr" -no-stdin-watch
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/5432") 2>/dev/null; then
+    echo "PostgreSQL is not listening on 127.0.0.1:5432 (the machine's service)" >&2
+    exit 1
+  fi
+}
+
+
+install_services() {
+  install_tansu
+  install_s3s
+  install_osmem
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  cd "$(dirname "$0")/.."
+  install_services
+  start_services
+  echo "export SLUICE_TEST_KAFKA=$SLUICE_TEST_KAFKA SLUICE_TEST_S3=$SLUICE_TEST_S3 SLUICE_TEST_ELASTICSEARCH=$SLUICE_TEST_ELASTICSEARCH SLUICE_TEST_POSTGRES=$SLUICE_TEST_POSTGRES SLUICE_TEST_S3_ROOT=$SLUICE_TEST_S3_ROOT AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
+  wait
+fi

@@ -1,0 +1,1 @@
+//! STUB (being written): the s3 target end to end.
