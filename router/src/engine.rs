@@ -1,6 +1,7 @@
 //! The engine: rules compiled per bus, one subscription per (rule, target), and the
 //! publish path every source uses.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -11,7 +12,8 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::rules::{RuleSet, Scratch};
-use crate::store::{Record, Store, StoreError};
+use crate::store::{Dedupe, Record, Store, StoreError};
+use crate::template::event_key;
 
 /// Everything between a source and the dispatchers.
 pub struct Engine {
@@ -21,6 +23,8 @@ pub struct Engine {
     subscriptions: Vec<Arc<Subscription>>,
     store: Store,
     pub metrics: Metrics,
+    /// Per bus, the index of recently published event keys (none: dedupe off).
+    dedupe: HashMap<String, Dedupe>,
 }
 
 /// What a subscription is for.
@@ -107,12 +111,23 @@ impl Engine {
             }
             rule_subs.push(subs);
         }
+        let window_ms = config.server.dedupe_window.as_millis() as u64;
+        let mut dedupe = HashMap::new();
+        if window_ms > 0 {
+            let buses = config.rules.iter().map(|r| r.bus.as_str());
+            for bus in buses {
+                if !dedupe.contains_key(bus) {
+                    dedupe.insert(bus.to_owned(), store.dedupe(bus, window_ms)?);
+                }
+            }
+        }
         Ok(Self {
             rules,
             rule_subs,
             subscriptions,
             store,
             metrics,
+            dedupe,
         })
     }
 
@@ -156,11 +171,22 @@ impl Engine {
         let mut scratch = Scratch::default();
         let mut matched = Vec::new();
         let mut written = 0;
+        let dedupe = self.dedupe.get(bus);
+        let mut keys: Vec<[u8; 16]> = Vec::new();
+        let mut duplicates = 0u64;
         for event in events {
             matched.clear();
             self.rules.matching(bus, event, &mut scratch, &mut matched);
             if matched.is_empty() {
                 continue;
+            }
+            if let Some(dedupe) = dedupe {
+                let key = event_key(event).into_bytes();
+                if keys.contains(&key) || dedupe.seen(&key, now)? {
+                    duplicates += 1;
+                    continue;
+                }
+                keys.push(key);
             }
             let text =
                 serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
@@ -181,6 +207,13 @@ impl Engine {
         self.metrics
             .received(bus, source)
             .inc_by(events.len() as u64);
+        if duplicates > 0 {
+            self.metrics.duplicates(bus, source).inc_by(duplicates);
+        }
+        if let (Some(dedupe), false) = (dedupe, keys.is_empty()) {
+            // After the records: see the ordering argument in `store::dedupe`.
+            dedupe.remember(&keys, now)?;
+        }
         if written > 0 {
             self.store.commit().await?;
         }

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub registry: Registry,
     received: IntCounterVec,
     rejected: IntCounterVec,
+    duplicates: IntCounterVec,
     matched: IntCounterVec,
     delivered: IntCounterVec,
     retried: IntCounterVec,
@@ -81,6 +82,12 @@ impl Metrics {
                 "Events refused at ingest as malformed.",
                 &["bus", "source"],
             ),
+            duplicates: counter(
+                &registry,
+                "sluice_events_duplicate_total",
+                "Events dropped as a replay of one published within the dedupe window.",
+                &["bus", "source"],
+            ),
             matched: counter(
                 &registry,
                 "sluice_events_matched_total",
@@ -129,6 +136,10 @@ impl Metrics {
 
     pub fn rejected(&self, bus: &str, source: &str) -> IntCounter {
         self.rejected.with_label_values(&[bus, source])
+    }
+
+    pub fn duplicates(&self, bus: &str, source: &str) -> IntCounter {
+        self.duplicates.with_label_values(&[bus, source])
     }
 
     /// Export the store's counters (`sluice_store_flushes_total`).

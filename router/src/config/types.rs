@@ -56,6 +56,12 @@ pub struct ServerConfig {
     /// Optional bearer tokens; `${ENV_NAME}` keeps them out of the file.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// An event published again with the same `source` and `id` within this time
+    /// (a Kafka replay after a crash, an HTTP client's retry) is dropped as a
+    /// duplicate instead of being delivered twice. `0s` turns this off.
+    #[serde(default = "defaults::dedupe_window", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub dedupe_window: Duration,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +73,7 @@ impl Default for ServerConfig {
             max_batch_bytes: defaults::max_batch_bytes(),
             shutdown_grace: defaults::shutdown_grace(),
             auth: AuthConfig::default(),
+            dedupe_window: defaults::dedupe_window(),
         }
     }
 }
@@ -513,6 +520,9 @@ pub mod defaults {
     }
     pub fn max_batch_bytes() -> u64 {
         4 * 1024 * 1024
+    }
+    pub fn dedupe_window() -> Duration {
+        Duration::from_secs(600)
     }
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(10)

@@ -4,6 +4,7 @@
 //! it was called, and one flush (one fsync) covers every write made before it by
 //! any number of concurrent callers. Nothing is acknowledged upstream before it.
 
+mod dedupe;
 mod queue;
 mod record;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use dedupe::Dedupe;
 pub use queue::{Leased, Queue, QueueStats, Settlement};
 pub use record::{DeadLetter, Record};
 
@@ -108,6 +110,11 @@ impl Store {
     /// The queue of subscription `name`, created on first use.
     pub fn queue(&self, name: &str) -> Result<Queue, StoreError> {
         Queue::open(&self.db, name)
+    }
+
+    /// The de-duplication index of `bus`, remembering keys for `window_ms`.
+    pub fn dedupe(&self, bus: &str, window_ms: u64) -> Result<Dedupe, StoreError> {
+        Dedupe::open(&self.db, bus, window_ms)
     }
 
     /// Wait until every write made before this call is on disk.
