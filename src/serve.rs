@@ -228,9 +228,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .subscriptions()
         .iter()
         .filter_map(|sub| {
-            sub.not_ready().map(|reason| {
-                json!({"target": sub.target, "subscription": sub.name, "reason": reason})
-            })
+            sub.not_ready().map(
+                |reason| json!({"target": sub.target, "subscription": sub.name, "reason": reason}),
+            )
         })
         .collect();
     if targets.is_empty() {

@@ -8,10 +8,10 @@ use sluice_router::config::{SourceConfig, TargetConfig};
 use sluice_router::sink::Sink;
 use sluice_router::source::Source;
 
-#[cfg(feature = "http")]
-pub mod http;
 #[cfg(feature = "elasticsearch")]
 pub mod elasticsearch;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "postgres")]
@@ -40,14 +40,11 @@ pub fn build_sink(target: &TargetConfig) -> Result<Arc<dyn Sink>, BuildError> {
         #[cfg(feature = "kafka")]
         TargetConfig::Kafka(config) => sink(&config.name, kafka::KafkaSink::new(config)),
         #[cfg(feature = "postgres")]
-        TargetConfig::Postgres(config) => {
-            sink(&config.name, postgres::PostgresSink::new(config))
-        }
+        TargetConfig::Postgres(config) => sink(&config.name, postgres::PostgresSink::new(config)),
         #[cfg(feature = "elasticsearch")]
-        TargetConfig::Elasticsearch(config) => sink(
-            &config.name,
-            elasticsearch::ElasticsearchSink::new(config),
-        ),
+        TargetConfig::Elasticsearch(config) => {
+            sink(&config.name, elasticsearch::ElasticsearchSink::new(config))
+        }
         #[cfg(feature = "s3")]
         TargetConfig::S3(config) => sink(&config.name, s3::S3Sink::new(config)),
         // Connectors left out of this build (cargo features).

@@ -85,8 +85,9 @@ pub struct Dispatcher {
     batching: Batching,
 }
 
-/// A finished delivery task: each leased event with its result, and when it started.
-type Done = (Vec<(Leased, Result<(), SinkError>)>, u64);
+/// A finished delivery task: each leased event with its result, when it started,
+/// and the batch plan to remove with the settlement (stable batches only).
+type Done = (Vec<(Leased, Result<(), SinkError>)>, u64, Option<Vec<u8>>);
 
 /// How long the dispatcher waits before asking an unready target again.
 const CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -140,6 +141,21 @@ impl Dispatcher {
         let mut pending: VecDeque<Leased> = VecDeque::new();
         let mut pending_since: Option<Instant> = None;
         let mut tasks: JoinSet<Done> = JoinSet::new();
+        let stable = b.batched && self.sink.stable_batches();
+        if stable {
+            // Batches planned before the last stop go first, exactly as they were.
+            match self.sub.queue.plans() {
+                Ok(plans) => {
+                    for (plan, batch) in plans {
+                        in_flight.extend(batch.iter().map(|l| l.key.clone()));
+                        tasks.spawn(self.stable_batch(batch, Some(plan)));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(subscription = %self.sub.name, error = %e, "Reading batch plans failed.");
+                }
+            }
+        }
         // The last ready key leased: ready keys appear in increasing order, and
         // any older one still in the ready range is in flight, so scanning on from
         // here finds exactly the new events.
@@ -185,13 +201,17 @@ impl Dispatcher {
                 if pending.is_empty() {
                     pending_since = None;
                 }
+                if stable {
+                    tasks.spawn(self.stable_batch(batch, None));
+                    continue;
+                }
                 let sink = self.sink.clone();
                 let transform = self.transform.clone();
                 let batched = b.batched;
                 tasks.spawn(async move {
                     let started = now_ms();
                     let results = deliver(&*sink, transform.as_deref(), &batch, batched).await;
-                    (batch.into_iter().zip(results).collect(), started)
+                    (batch.into_iter().zip(results).collect(), started, None)
                 });
             }
             // Wake for the next retry that is not already in flight (one already
@@ -266,6 +286,77 @@ impl Dispatcher {
         }
     }
 
+    /// A batch that must reach the target exactly as formed (see
+    /// [`crate::store::Queue::plan`]): its plan is made durable first (unless it is
+    /// a recovered one), and it is retried as a whole, here, until every event is
+    /// written or given up, so its events never regroup.
+    fn stable_batch(
+        &self,
+        batch: Vec<Leased>,
+        plan: Option<Vec<u8>>,
+    ) -> impl std::future::Future<Output = Done> + Send + 'static {
+        let sink = self.sink.clone();
+        let transform = self.transform.clone();
+        let queue = self.sub.queue.clone();
+        let policy = self.policy.clone();
+        let name = self.sub.name.clone();
+        async move {
+            let started = now_ms();
+            let plan = match plan {
+                Some(plan) => Some(plan),
+                None => {
+                    let keys: Vec<&[u8]> = batch.iter().map(|l| l.key.as_slice()).collect();
+                    match queue.plan(&keys).await {
+                        Ok(plan) => Some(plan),
+                        Err(e) => {
+                            // Not sent: the events are retried like any failure.
+                            let err = SinkError::transient(e.to_string());
+                            let results = batch.into_iter().map(|l| (l, Err(err.clone())));
+                            return (results.collect(), started, None);
+                        }
+                    }
+                }
+            };
+            let oldest = batch
+                .iter()
+                .map(|l| l.record.enqueued_ms)
+                .min()
+                .unwrap_or(started);
+            let mut attempts = 0u32;
+            loop {
+                let mut results = deliver(&*sink, transform.as_deref(), &batch, true).await;
+                attempts += 1;
+                let retryable = results.iter().find_map(|r| match r {
+                    Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Internal) => {
+                        Some(e.clone())
+                    }
+                    _ => None,
+                });
+                let Some(error) = retryable else {
+                    return (batch.into_iter().zip(results).collect(), started, plan);
+                };
+                match policy.next(attempts, oldest, now_ms(), error.retry_after) {
+                    Next::RetryAt(due_ms) => {
+                        tracing::debug!(subscription = %name, error = %error, due_ms, "Batch failed; will retry it whole.");
+                        let wait = due_ms.saturating_sub(now_ms());
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    Next::GiveUp(why) => {
+                        for r in &mut results {
+                            if let Err(e) = r {
+                                if e.class != ErrorClass::Permanent {
+                                    e.class = ErrorClass::Permanent;
+                                    e.message = format!("{why}: {}", e.message);
+                                }
+                            }
+                        }
+                        return (batch.into_iter().zip(results).collect(), started, plan);
+                    }
+                }
+            }
+        }
+    }
+
     fn settle(
         &self,
         finished: Vec<Result<Done, tokio::task::JoinError>>,
@@ -274,7 +365,7 @@ impl Dispatcher {
         let now = now_ms();
         let mut outcomes = Vec::with_capacity(finished.len());
         for done in finished {
-            let Ok((results, started)) = done else {
+            let Ok((results, started, plan)) = done else {
                 // A delivery task panicked; its keys stay in flight until restart
                 // rather than being delivered twice concurrently.
                 tracing::error!(subscription = %self.sub.name, "A delivery task failed.");
@@ -283,6 +374,9 @@ impl Dispatcher {
             for (leased, result) in results {
                 in_flight.remove(&leased.key);
                 outcomes.push(self.outcome(leased, result, started, now));
+            }
+            if let Some(key) = plan {
+                outcomes.push(Settlement::PlanDone { key });
             }
         }
         let forwards: Vec<Record> = match &self.sub.dead_letter {
@@ -398,7 +492,10 @@ fn batch_len(pending: &VecDeque<Leased>, b: &Batching) -> (usize, bool) {
         }
         bytes = bytes.saturating_add(size);
     }
-    (pending.len(), pending.len() == b.max_events || bytes >= b.max_bytes)
+    (
+        pending.len(),
+        pending.len() == b.max_events || bytes >= b.max_bytes,
+    )
 }
 
 /// Read the stored events, transform them, deliver them: one result per event, in
@@ -462,3 +559,7 @@ async fn sleep_opt(d: Option<Duration>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

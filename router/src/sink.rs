@@ -76,4 +76,12 @@ pub trait Sink: Send + Sync + 'static {
     async fn check(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Whether a batch must be written again exactly as first formed after a crash
+    /// or a failure, because the far side names what it writes after the batch (an
+    /// S3 object). The dispatcher then records each batch durably before sending
+    /// it and retries it only as a whole. Only asked of batching targets.
+    fn stable_batches(&self) -> bool {
+        false
+    }
 }

@@ -34,7 +34,10 @@ impl Template {
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             let Some(close) = rest[open..].find('}') else {
-                return Err(format!("`{{` at byte {} is never closed", text.len() - rest.len() + open));
+                return Err(format!(
+                    "`{{` at byte {} is never closed",
+                    text.len() - rest.len() + open
+                ));
             };
             if open > 0 {
                 pieces.push(Piece::Text(rest[..open].to_owned()));
@@ -54,7 +57,9 @@ impl Template {
             if let Piece::Text(t) = piece {
                 if t.contains('%') {
                     if StrftimeItems::new(t).any(|item| matches!(item, Item::Error)) {
-                        return Err(format!("{t:?} has a `%` that is not a date part (use %% for a literal %)"));
+                        return Err(format!(
+                            "{t:?} has a `%` that is not a date part (use %% for a literal %)"
+                        ));
                     }
                     has_time = true;
                 }
@@ -154,7 +159,10 @@ mod tests {
     fn fields_date_parts_and_vars() {
         let e = event(Some("2026-11-29T13:05:00Z"));
         assert_eq!(render("events-{type}", &e).unwrap(), "events-order.created");
-        assert_eq!(render("{data.region}/{partitionkey}/{data.n}", &e).unwrap(), "eu/c-7/3");
+        assert_eq!(
+            render("{data.region}/{partitionkey}/{data.n}", &e).unwrap(),
+            "eu/c-7/3"
+        );
         assert_eq!(render("logs-%Y.%m.%d", &e).unwrap(), "logs-2026.11.29");
         assert_eq!(
             render("e/dt=%Y-%m-%d/hour=%H/{uuid}.jsonl.gz", &e).unwrap(),
@@ -164,23 +172,37 @@ mod tests {
         assert_eq!(render("%Y", &event(None)).unwrap(), "1970");
         // A field value is never read as a date part.
         assert_eq!(render("fixed%%", &e).unwrap(), "fixed%");
-        assert!(render("{data.missing}", &e).unwrap_err().contains("data.missing"));
+        assert!(render("{data.missing}", &e)
+            .unwrap_err()
+            .contains("data.missing"));
     }
 
     #[test]
     fn bad_templates_are_named() {
-        assert!(Template::parse("logs-{type").unwrap_err().contains("never closed"));
-        assert!(Template::parse("a{}b").unwrap_err().contains("not a field name"));
-        assert!(Template::parse("logs-%Q").unwrap_err().contains("date part"));
+        assert!(Template::parse("logs-{type")
+            .unwrap_err()
+            .contains("never closed"));
+        assert!(Template::parse("a{}b")
+            .unwrap_err()
+            .contains("not a field name"));
+        assert!(Template::parse("logs-%Q")
+            .unwrap_err()
+            .contains("date part"));
     }
 
     #[test]
     fn event_key_is_stable_and_separates_source_from_id() {
         let e = event(None);
         assert_eq!(event_key(&e), event_key(&e.clone()));
-        assert_eq!(event_key(&e).to_string(), event_key(&event(Some("2020-01-01T00:00:00Z"))).to_string());
+        assert_eq!(
+            event_key(&e).to_string(),
+            event_key(&event(Some("2020-01-01T00:00:00Z"))).to_string()
+        );
         let mut f = EventFields::new();
-        f.attr("specversion", "1.0").attr("id", "s1").attr("source", "/").attr("type", "t");
+        f.attr("specversion", "1.0")
+            .attr("id", "s1")
+            .attr("source", "/")
+            .attr("type", "t");
         let other = f.build().unwrap();
         assert_ne!(event_key(&e), event_key(&other));
     }

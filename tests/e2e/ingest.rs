@@ -393,3 +393,25 @@ async fn concurrent_requests_share_fsyncs() {
         "640 concurrent events took {used} fsyncs; group commit should share them"
     );
 }
+
+/// An event published again with the same source and id (a client's retry) is
+/// delivered once, and counted as a duplicate.
+#[tokio::test]
+async fn a_republished_event_is_delivered_once() {
+    let recv = Receiver::start().await;
+    let sluice = Sluice::start(&orders_config(&recv.url(), "")).await;
+    let e = event("dup-1", "order.created", json!({"amount": 500}));
+    for _ in 0..3 {
+        assert_eq!(sluice.post_structured(&e).await.status(), 202);
+    }
+    let other = event("dup-2", "order.created", json!({"amount": 500}));
+    assert_eq!(sluice.post_structured(&other).await.status(), 202);
+    recv.wait_for(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recv.arrived(), 2);
+    let metrics = sluice.metrics().await;
+    assert!(
+        metrics.contains("sluice_events_duplicate_total{bus=\"default\",source=\"http\"} 2"),
+        "{metrics}"
+    );
+}

@@ -11,8 +11,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use sluice_router::config::{HttpMode, KafkaTargetConfig};
 use sluice_router::event::{binary_attributes, data_bytes, Event};
-use sluice_router::template::Template;
 use sluice_router::sink::{Sink, SinkError};
+use sluice_router::template::Template;
 
 /// Produces events to a Kafka topic.
 pub struct KafkaSink {

@@ -240,8 +240,14 @@ impl Tagged for SourceConfig {
 }
 
 impl Tagged for TargetConfig {
-    const TYPES: &'static [&'static str] =
-        &["http", "kafka", "postgres", "elasticsearch", "s3", "discard"];
+    const TYPES: &'static [&'static str] = &[
+        "http",
+        "kafka",
+        "postgres",
+        "elasticsearch",
+        "s3",
+        "discard",
+    ];
     fn variant(
         tag: &str,
         value: serde_yaml::Value,

@@ -11,7 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::storage::{
-    BatchConfig, DiscardTargetConfig, ElasticsearchTargetConfig, PostgresTargetConfig, S3TargetConfig,
+    BatchConfig, DiscardTargetConfig, ElasticsearchTargetConfig, PostgresTargetConfig,
+    S3TargetConfig,
 };
 
 /// A sluice configuration file.

@@ -5,6 +5,7 @@
 //! any number of concurrent callers. Nothing is acknowledged upstream before it.
 
 mod dedupe;
+mod plan;
 mod queue;
 mod record;
 
@@ -109,7 +110,7 @@ impl Store {
 
     /// The queue of subscription `name`, created on first use.
     pub fn queue(&self, name: &str) -> Result<Queue, StoreError> {
-        Queue::open(&self.db, name)
+        Queue::open(&self.db, name, Committer(self.commits.clone()))
     }
 
     /// The de-duplication index of `bus`, remembering keys for `window_ms`.
@@ -119,13 +120,7 @@ impl Store {
 
     /// Wait until every write made before this call is on disk.
     pub async fn commit(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.commits
-            .send(tx)
-            .await
-            .map_err(|_| StoreError::new("commit", "the store is closed"))?;
-        rx.await
-            .map_err(|_| StoreError::new("commit", "the store is closed"))?
+        Committer(self.commits.clone()).commit().await
     }
 
     /// Flush synchronously (shutdown).
@@ -165,6 +160,23 @@ impl Store {
                     .map(str::to_owned)
             })
             .collect()
+    }
+}
+
+/// A handle on the group-commit thread.
+#[derive(Clone)]
+pub(crate) struct Committer(mpsc::Sender<Waiter>);
+
+impl Committer {
+    /// Wait until every write made before this call is on disk.
+    async fn commit(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send(tx)
+            .await
+            .map_err(|_| StoreError::new("commit", "the store is closed"))?;
+        rx.await
+            .map_err(|_| StoreError::new("commit", "the store is closed"))?
     }
 }
 

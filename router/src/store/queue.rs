@@ -5,6 +5,8 @@
 //! - `d` + due ms (u64 BE) + seq      -> [`Record`]: waiting for a retry, earliest first
 //! - `x` + seq                        -> [`DeadLetter`]
 //! - `c` + counter name               -> u64 BE: delivered, retried, dead-lettered totals
+//! - `p` + first seq (u64 BE)         -> a batch plan: the keys of a batch in flight
+//!   (see [`super::plan`])
 //!
 //! Sequence numbers come from sled's persistent id generator, so they grow across
 //! restarts. Depth is counted once at open and then kept in memory; counters are
@@ -25,6 +27,7 @@ const READY: u8 = b'r';
 const DELAYED: u8 = b'd';
 const DEAD: u8 = b'x';
 const COUNTER: u8 = b'c';
+pub(super) const PLAN: u8 = b'p';
 
 /// Depth and totals of one queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -44,8 +47,9 @@ pub struct QueueStats {
 #[derive(Clone)]
 pub struct Queue {
     db: sled::Db,
-    tree: sled::Tree,
+    pub(super) tree: sled::Tree,
     state: Arc<State>,
+    pub(super) commits: super::Committer,
 }
 
 struct State {
@@ -96,6 +100,10 @@ pub enum Settlement {
         key: Vec<u8>,
         letter: DeadLetter,
     },
+    /// A batch plan whose events are all settled by this same call.
+    PlanDone {
+        key: Vec<u8>,
+    },
 }
 
 fn ser<T: Serialize>(v: &T) -> Vec<u8> {
@@ -113,7 +121,7 @@ fn key(kind: u8, parts: &[u64]) -> Vec<u8> {
     k
 }
 
-fn seq_of(key: &[u8]) -> u64 {
+pub(super) fn seq_of(key: &[u8]) -> u64 {
     let tail = &key[key.len().saturating_sub(8)..];
     let mut b = [0u8; 8];
     b[8 - tail.len()..].copy_from_slice(tail);
@@ -121,7 +129,11 @@ fn seq_of(key: &[u8]) -> u64 {
 }
 
 impl Queue {
-    pub(super) fn open(db: &sled::Db, name: &str) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        db: &sled::Db,
+        name: &str,
+        commits: super::Committer,
+    ) -> Result<Self, StoreError> {
         let tree = db
             .open_tree(format!("{TREE_PREFIX}{name}"))
             .map_err(|e| StoreError::new("open queue", e))?;
@@ -152,6 +164,7 @@ impl Queue {
             db: db.clone(),
             tree,
             state: Arc::new(state),
+            commits,
         })
     }
 
@@ -291,6 +304,7 @@ impl Queue {
                     dead += 1;
                     next.dead_lettered += 1;
                 }
+                Settlement::PlanDone { key } => batch.remove(key),
             }
         }
         batch.insert(counter_key("delivered"), &next.delivered.to_be_bytes());

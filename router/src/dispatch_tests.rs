@@ -1,0 +1,225 @@
+//! The dispatcher's batching, per-event settlement and batch plans, against a
+//! target that records what it is given.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BatchConfig, Config};
+use crate::dispatch::Dispatcher;
+use crate::engine::Engine;
+use crate::event::{Event, EventFields, RawData};
+use crate::metrics::Metrics;
+use crate::retry::RetryPolicy;
+use crate::sink::{Sink, SinkError};
+use crate::store::Store;
+
+/// Which events fail: given `data.n` and the 1-based call number.
+type FailWith = Box<dyn Fn(u64, usize) -> Option<SinkError> + Send>;
+
+/// Records each batch's `data.n` values; fails events as `fail` says.
+#[derive(Default)]
+struct Recorder {
+    batches: Mutex<Vec<Vec<u64>>>,
+    fail: Mutex<Option<FailWith>>,
+    stable: bool,
+}
+
+fn n_of(e: &Event) -> u64 {
+    match e.data() {
+        Some(cloudevents::Data::Json(v)) => v["n"].as_u64().unwrap_or(u64::MAX),
+        _ => u64::MAX,
+    }
+}
+
+#[async_trait]
+impl Sink for Recorder {
+    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
+        self.deliver_batch(std::slice::from_ref(event))
+            .await
+            .remove(0)
+    }
+
+    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+        let ns: Vec<u64> = events.iter().map(n_of).collect();
+        let mut batches = self.batches.lock().unwrap();
+        batches.push(ns.clone());
+        let call = batches.len();
+        let fail = self.fail.lock().unwrap();
+        ns.iter()
+            .map(|&n| match fail.as_ref().and_then(|f| f(n, call)) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            })
+            .collect()
+    }
+
+    fn stable_batches(&self) -> bool {
+        self.stable
+    }
+}
+
+fn event(n: u64) -> Event {
+    let mut f = EventFields::new();
+    f.attr("specversion", "1.0")
+        .attr("id", n.to_string())
+        .attr("source", "/test")
+        .attr("type", "t")
+        .data(RawData::Json(json!({"n": n})));
+    f.build().unwrap()
+}
+
+fn engine(dir: &std::path::Path) -> Engine {
+    let config: Config = serde_yaml::from_str(
+        "targets: [{type: discard, name: t}]\nrules: [{name: r, targets: [t], retry: {backoff: {initial: 10ms, max: 20ms}}}]",
+    )
+    .unwrap();
+    Engine::build(&config, Store::open(dir).unwrap(), Metrics::new()).unwrap()
+}
+
+async fn run(
+    engine: &Engine,
+    sink: Arc<Recorder>,
+    batch: &BatchConfig,
+    until: impl Fn(&Recorder) -> bool,
+) {
+    let sub = engine.subscriptions()[0].clone();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        max_age: Duration::from_secs(60),
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+    };
+    let d = Dispatcher::new(sub, sink.clone(), None, policy, 1).with_batches(batch);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(d.run(stop.clone(), Duration::from_secs(1)));
+    for _ in 0..500 {
+        if until(&sink) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+}
+
+fn delivered(sink: &Recorder) -> usize {
+    sink.batches.lock().unwrap().iter().map(Vec::len).sum()
+}
+
+#[tokio::test]
+async fn batches_fill_to_max_events_and_flush_after_max_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let events: Vec<Event> = (0..25).map(event).collect();
+    engine.publish("default", "test", &events).await.unwrap();
+    let sink = Arc::new(Recorder::default());
+    let batch = BatchConfig {
+        max_events: 10,
+        max_bytes: 1 << 20,
+        max_wait: Duration::from_millis(100),
+    };
+    run(&engine, sink.clone(), &batch, |s| delivered(s) == 25).await;
+    let sizes: Vec<usize> = sink.batches.lock().unwrap().iter().map(Vec::len).collect();
+    assert_eq!(sizes, [10, 10, 5]);
+    assert_eq!(engine.subscriptions()[0].queue.stats().depth, 0);
+}
+
+#[tokio::test]
+async fn max_bytes_cuts_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let events: Vec<Event> = (0..6).map(event).collect();
+    engine.publish("default", "test", &events).await.unwrap();
+    let size = serde_json::to_string(&events[0]).unwrap().len();
+    let sink = Arc::new(Recorder::default());
+    let batch = BatchConfig {
+        max_events: 100,
+        max_bytes: size * 2,
+        max_wait: Duration::from_millis(50),
+    };
+    run(&engine, sink.clone(), &batch, |s| delivered(s) == 6).await;
+    let sizes: Vec<usize> = sink.batches.lock().unwrap().iter().map(Vec::len).collect();
+    assert_eq!(sizes, [2, 2, 2]);
+}
+
+#[tokio::test]
+async fn items_of_a_batch_settle_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let events: Vec<Event> = (0..10).map(event).collect();
+    engine.publish("default", "test", &events).await.unwrap();
+    let sink = Arc::new(Recorder::default());
+    // 3 is rejected for good; 4 fails once, then goes through.
+    *sink.fail.lock().unwrap() = Some(Box::new(|n, call| match n {
+        3 => Some(SinkError::permanent("row violates a check constraint")),
+        4 if call == 1 => Some(SinkError::transient("connection reset")),
+        _ => None,
+    }));
+    let batch = BatchConfig {
+        max_events: 10,
+        max_bytes: 1 << 20,
+        max_wait: Duration::from_millis(20),
+    };
+    run(&engine, sink.clone(), &batch, |s| {
+        s.batches.lock().unwrap().len() == 2
+    })
+    .await;
+    let batches = sink.batches.lock().unwrap().clone();
+    assert_eq!(batches[0], (0..10).collect::<Vec<_>>());
+    assert_eq!(batches[1], [4], "only the transient failure is sent again");
+    let q = &engine.subscriptions()[0].queue;
+    let letters = q.dead_letters(None, 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].reason.contains("check constraint"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(q.stats().delivered_total, 9);
+}
+
+#[tokio::test]
+async fn a_stable_batch_is_retried_whole_and_a_leftover_plan_runs_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let q = engine.subscriptions()[0].queue.clone();
+    let events: Vec<Event> = (0..8).map(event).collect();
+    engine.publish("default", "test", &events).await.unwrap();
+    // A plan left by a crash: events 2, 3 and 5 were one batch.
+    let leased = q
+        .lease(8, crate::now_ms(), &Default::default(), None)
+        .unwrap();
+    let keys: Vec<&[u8]> = [2, 3, 5]
+        .iter()
+        .map(|&i| leased[i].key.as_slice())
+        .collect();
+    q.plan(&keys).await.unwrap();
+
+    let sink = Arc::new(Recorder {
+        stable: true,
+        ..Recorder::default()
+    });
+    // The first new batch fails once for one of its events: all of it is retried.
+    *sink.fail.lock().unwrap() = Some(Box::new(|n, call| {
+        (n == 0 && call == 2).then(|| SinkError::transient("upload timed out"))
+    }));
+    let batch = BatchConfig {
+        max_events: 100,
+        max_bytes: 1 << 20,
+        max_wait: Duration::from_millis(20),
+    };
+    run(&engine, sink.clone(), &batch, |s| {
+        s.batches.lock().unwrap().len() == 3
+    })
+    .await;
+    let batches = sink.batches.lock().unwrap().clone();
+    assert_eq!(batches[0], [2, 3, 5], "the leftover plan, exactly");
+    assert_eq!(batches[1], [0, 1, 4, 6, 7]);
+    assert_eq!(batches[2], [0, 1, 4, 6, 7], "retried whole, not regrouped");
+    assert!(q.plans().unwrap().is_empty());
+    assert_eq!(q.stats().depth, 0);
+}
