@@ -268,10 +268,7 @@ fn validate_url(c: &mut Collector<'_>, at: &str, key: &str, url: &str, schemes: 
     if !ok {
         c.push(
             format!("{at}.{key}"),
-            format!(
-                "{url:?} is not a URL starting with {}",
-                schemes.join(":// or ") + "://"
-            ),
+            format!("{url:?} is not a URL starting with {}", schemes.join(":// or ") + "://"),
         );
     }
 }
@@ -297,10 +294,7 @@ pub(super) fn validate_postgres(c: &mut Collector<'_>, i: usize, t: &PostgresTar
     if t.table.split('.').count() > 2 || !t.table.split('.').all(is_sql_name) {
         c.push(
             format!("{at}.table"),
-            format!(
-                "{:?} is not a table name (letters, digits, `_`; optionally schema.table)",
-                t.table
-            ),
+            format!("{:?} is not a table name (letters, digits, `_`; optionally schema.table)", t.table),
         );
     }
     match t.mode {
@@ -315,10 +309,7 @@ pub(super) fn validate_postgres(c: &mut Collector<'_>, i: usize, t: &PostgresTar
         _ => {}
     }
     if !is_sql_name(&t.key_column) {
-        c.push(
-            format!("{at}.key_column"),
-            format!("{:?} is not a column name", t.key_column),
-        );
+        c.push(format!("{at}.key_column"), format!("{:?} is not a column name", t.key_column));
     }
     for (name, column) in &t.columns {
         let here = format!("{at}.columns.{name}");
@@ -326,10 +317,7 @@ pub(super) fn validate_postgres(c: &mut Collector<'_>, i: usize, t: &PostgresTar
             c.push(&here, "is not a column name (letters, digits and `_`)");
         }
         if name == &t.key_column {
-            c.push(
-                &here,
-                format!("`{name}` is the key column; sluice fills it with the event key"),
-            );
+            c.push(&here, format!("`{name}` is the key column; sluice fills it with the event key"));
         }
         match (&column.path, &column.jq) {
             (Some(path), None) => {
@@ -347,11 +335,7 @@ pub(super) fn validate_postgres(c: &mut Collector<'_>, i: usize, t: &PostgresTar
     }
 }
 
-pub(super) fn validate_elasticsearch(
-    c: &mut Collector<'_>,
-    i: usize,
-    t: &ElasticsearchTargetConfig,
-) {
+pub(super) fn validate_elasticsearch(c: &mut Collector<'_>, i: usize, t: &ElasticsearchTargetConfig) {
     let at = format!("targets[{i}]");
     validate_url(c, &at, "url", &t.url, &["http", "https"]);
     validate_batch(c, &at, &t.batch, t.concurrency);
@@ -397,15 +381,9 @@ pub(super) fn validate_s3(c: &mut Collector<'_>, i: usize, t: &S3TargetConfig) {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
     {
-        c.push(
-            format!("{at}.bucket"),
-            format!("{:?} is not a bucket name", t.bucket),
-        );
+        c.push(format!("{at}.bucket"), format!("{:?} is not a bucket name", t.bucket));
     }
     if t.part_bytes < 5 * 1024 * 1024 {
-        c.push(
-            format!("{at}.part_bytes"),
-            "must be at least 5 MiB (5242880), S3's smallest part",
-        );
+        c.push(format!("{at}.part_bytes"), "must be at least 5 MiB (5242880), S3's smallest part");
     }
 }
