@@ -268,8 +268,8 @@ fn bad_kafka_settings_are_errors() {
     let path = dir.path().join("sluice.yaml");
     std::fs::write(
         &path,
-        "sources:\n  - name: k\n    type: kafka\n    brokers: nowhere\n    topics: [\"^(unclosed\", \"bad topic\"]\n    group: g\n    options: { enable.auto.commit: \"true\" }\n\
-targets:\n  - name: t\n    type: kafka\n    brokers: 127.0.0.1:19092\n    topic: x\n    compression: brotli\n    options: { acks: \"1\" }\n",
+        "sources:\n  - name: k\n    type: kafka\n    brokers: nowhere\n    topics: [\"^(unclosed\", \"bad topic\"]\n    group: g\n    options: { enable.auto.commit: \"true\" }\n  - name: k2\n    type: kafka\n    brokers: b:1\n    topics: [x]\n    group: g\n    start: yesterday\n\
+targets:\n  - name: t\n    type: kafka\n    brokers: 127.0.0.1:19092\n    topic: x\n    compression: brotli\n    options: { acks: \"1\" }\n  - name: t2\n    type: kafka\n    brokers: b:1\n    topic: \"events-{type\"\n",
     )
     .unwrap();
     let out = std::process::Command::new(crate::harness::BIN)
@@ -286,6 +286,8 @@ targets:\n  - name: t\n    type: kafka\n    brokers: 127.0.0.1:19092\n    topic:
         "sources[0].options.enable.auto.commit: sluice owns this setting",
         "targets[0].compression: \"brotli\"",
         "targets[0].options.acks: sluice owns this setting",
+        "sources[1].start: \"yesterday\" is not earliest, latest or an RFC 3339 time",
+        "targets[1].topic: \"events-{type\": `{` at byte 7 is never closed",
     ] {
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
     }
@@ -416,4 +418,40 @@ async fn a_stalled_target_pauses_consumption() {
     // The target comes up: everything arrives.
     let recv = Receiver::start_on(port, None).await;
     wait_distinct(&recv, 3_000, Duration::from_secs(120)).await;
+}
+
+/// `start: <time>`: a new group starts each partition at the first record at or
+/// after that time (by record timestamp).
+#[tokio::test]
+async fn start_at_a_time_skips_older_records() {
+    let topic = topic("start-time", 2).await;
+    let base = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    let producer = producer();
+    for n in 0..10i64 {
+        let payload = json!({"n": n}).to_string();
+        let key = format!("k{n}");
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .timestamp(base + n * 3_600_000),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let recv = Receiver::start().await;
+    let config = source_config(&topic, &format!("g-{topic}"), &recv.url())
+        .replace("start: earliest", "start: \"2026-01-01T05:00:00Z\"");
+    let sluice = Sluice::start(&config).await;
+    recv.wait_for(5, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (got, _) = distinct(&recv);
+    let mut got: Vec<u64> = got.into_iter().collect();
+    got.sort_unstable();
+    assert_eq!(got, [5, 6, 7, 8, 9], "{}", sluice.log());
 }

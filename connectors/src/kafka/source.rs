@@ -3,14 +3,19 @@
 //! offset is stored after its batch is durable, in partition order; librdkafka
 //! commits stored offsets in the background and on partition revoke.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use sluice_router::config::{KafkaSourceConfig, KafkaStart};
 use sluice_router::source::{Source, SourceContext, SourceError};
 
@@ -19,17 +24,135 @@ use super::record::{record_to_event, RecordMapping};
 /// How long a batch waits for more records after its first.
 const BATCH_WAIT: Duration = Duration::from_millis(5);
 
-/// Commits stored offsets before partitions are taken away, so the next owner
-/// starts after what this process made durable.
-struct CommitOnRevoke;
+/// How long the rebalance callback waits for the broker's committed offsets and
+/// offsets-for-times answers.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl ClientContext for CommitOnRevoke {}
+/// The source's side of group rebalances: commits stored offsets before
+/// partitions are taken away, so the next owner starts after what this process
+/// made durable; and, with `start: <time>`, starts partitions the group has no
+/// offset for at the first record at or after that time.
+struct Rebalancing {
+    source: String,
+    start_ms: Option<i64>,
+    /// Partitions started by time whose first record at or after the time has not
+    /// been seen yet: the source drops their older records itself, for brokers
+    /// whose offsets-for-times lookup does not look at timestamps.
+    seeking: Arc<Mutex<HashSet<(String, i32)>>>,
+}
 
-impl ConsumerContext for CommitOnRevoke {
+impl ClientContext for Rebalancing {}
+
+impl ConsumerContext for Rebalancing {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                tracing::debug!(error = %e, "Commit on revoke found nothing to commit.");
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                if let Ok(mut seeking) = self.seeking.lock() {
+                    for e in tpl.elements() {
+                        seeking.remove(&(e.topic().to_owned(), e.partition()));
+                    }
+                }
+                tracing::info!(source = %self.source, partitions = tpl.count(), "Partitions revoked; committing.");
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    tracing::debug!(error = %e, "Commit on revoke found nothing to commit.");
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(source = %self.source, partitions = tpl.count(), "Partitions assigned.");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(source = %self.source, error = %e, "Rebalance failed.");
+            }
+        }
+    }
+
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        if let (Some(ms), RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) =
+            (self.start_ms, err)
+        {
+            self.start_at_time(consumer, tpl, ms);
+        }
+        self.default_rebalance(consumer, err, tpl);
+    }
+}
+
+impl Rebalancing {
+    /// What librdkafka's default rebalance does (rdkafka's `rebalance`), kept here
+    /// because overriding `rebalance` replaces it.
+    fn default_rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &TopicPartitionList,
+    ) {
+        use RDKafkaRespErr::{
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN,
+            RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS as REVOKE,
+        };
+        let rebalance = match err {
+            ASSIGN => Rebalance::Assign(tpl),
+            REVOKE => Rebalance::Revoke(tpl),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match (err, cooperative) {
+            (ASSIGN, true) => consumer.incremental_assign(tpl),
+            (ASSIGN, false) => consumer.assign(tpl),
+            (REVOKE, true) => consumer.incremental_unassign(tpl),
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::warn!(source = %self.source, error = %e, "Applying a rebalance failed.");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
+    /// Set the start offset of each partition in `tpl` that has no committed
+    /// offset to the first record at or after `ms`. A failed lookup leaves the
+    /// partition to `auto.offset.reset` (latest) and is logged.
+    fn start_at_time(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, ms: i64) {
+        let committed = match consumer.committed_offsets(tpl.clone(), LOOKUP_TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(source = %self.source, error = %e, "Reading committed offsets failed; `start` time not applied.");
+                return;
+            }
+        };
+        let mut times = TopicPartitionList::new();
+        for e in committed.elements() {
+            if matches!(e.offset(), Offset::Invalid | Offset::Stored) {
+                let _ = times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(ms));
+                if let Ok(mut seeking) = self.seeking.lock() {
+                    seeking.insert((e.topic().to_owned(), e.partition()));
+                }
+            }
+        }
+        if times.count() == 0 {
+            return;
+        }
+        match consumer.offsets_for_times(times, LOOKUP_TIMEOUT) {
+            Ok(found) => {
+                tracing::debug!(source = %self.source, offsets = ?found, "Start offsets for the `start` time.");
+                for e in found.elements() {
+                    // No record at or after the time: start at the end.
+                    let offset = match e.offset() {
+                        Offset::Offset(o) if o >= 0 => Offset::Offset(o),
+                        _ => Offset::End,
+                    };
+                    let _ = tpl.set_partition_offset(e.topic(), e.partition(), offset);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(source = %self.source, error = %e, "Looking up offsets for the `start` time failed; starting at latest.");
             }
         }
     }
@@ -37,10 +160,19 @@ impl ConsumerContext for CommitOnRevoke {
 
 /// A configured Kafka source.
 pub struct KafkaSource {
-    consumer: StreamConsumer<CommitOnRevoke>,
+    consumer: StreamConsumer<Rebalancing>,
     mapping: RecordMapping,
     batch: usize,
     max_backlog: u64,
+    start_ms: Option<i64>,
+    seeking: Arc<Mutex<HashSet<(String, i32)>>>,
+}
+
+fn context_start_ms(config: &KafkaSourceConfig) -> Option<i64> {
+    match config.start {
+        KafkaStart::Time(t) => Some(t.timestamp_millis()),
+        _ => None,
+    }
 }
 
 impl KafkaSource {
@@ -56,14 +188,22 @@ impl KafkaSource {
                 "auto.offset.reset",
                 match config.start {
                     KafkaStart::Earliest => "earliest",
-                    KafkaStart::Latest => "latest",
+                    // With a time, partitions without an offset are set on
+                    // assignment; this covers a failed lookup.
+                    KafkaStart::Latest | KafkaStart::Time(_) => "latest",
                 },
             );
         for (k, v) in &config.options {
             client.set(k, v);
         }
-        let consumer: StreamConsumer<CommitOnRevoke> = client
-            .create_with_context(CommitOnRevoke)
+        let seeking = Arc::new(Mutex::new(HashSet::new()));
+        let context = Rebalancing {
+            seeking: seeking.clone(),
+            source: config.name.clone(),
+            start_ms: context_start_ms(config),
+        };
+        let consumer: StreamConsumer<Rebalancing> = client
+            .create_with_context(context)
             .map_err(|e| e.to_string())?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| e.to_string())?;
@@ -75,11 +215,38 @@ impl KafkaSource {
             },
             batch: config.batch,
             max_backlog: config.max_backlog,
+            start_ms: context_start_ms(config),
+            seeking,
         })
     }
 }
 
 impl KafkaSource {
+    /// Whether `m` is older than `start` in a partition that began there and has
+    /// not reached that time yet (its offset is still stored: it is skipped, not
+    /// pending).
+    fn before_start<M: Message>(&self, m: &M) -> bool {
+        let Some(start) = self.start_ms else {
+            return false;
+        };
+        let Ok(mut seeking) = self.seeking.lock() else {
+            return false;
+        };
+        if seeking.is_empty() {
+            return false;
+        }
+        let part = (m.topic().to_owned(), m.partition());
+        if !seeking.contains(&part) {
+            return false;
+        }
+        let ts = m.timestamp().to_millis().unwrap_or(i64::MAX);
+        if ts < start {
+            return true;
+        }
+        seeking.remove(&part);
+        false
+    }
+
     /// Stop taking records until the bus's backlog drops below half of
     /// `max_backlog`. librdkafka's own prefetch queue stays bounded meanwhile;
     /// a wait longer than `max.poll.interval.ms` makes this member rejoin its
@@ -133,6 +300,7 @@ impl Source for KafkaSource {
             }
             let events: Vec<_> = batch
                 .iter()
+                .filter(|m| !self.before_start(*m))
                 .map(|m| record_to_event(m, &self.mapping))
                 .collect();
             // Durable first; an unavailable store is retried, never skipped.

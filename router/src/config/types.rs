@@ -154,13 +154,50 @@ pub struct KafkaSourceConfig {
     pub options: BTreeMap<String, String>,
 }
 
-/// Where a consumer group without committed offsets starts reading.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+/// Where a consumer group without committed offsets starts reading: `earliest`,
+/// `latest`, or an RFC 3339 time (the first record at or after it, per partition).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum KafkaStart {
     Earliest,
     #[default]
     Latest,
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl TryFrom<String> for KafkaStart {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            t => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|time| Self::Time(time.to_utc()))
+                .map_err(|e| format!("{t:?} is not earliest, latest or an RFC 3339 time ({e})")),
+        }
+    }
+}
+
+impl From<KafkaStart> for String {
+    fn from(start: KafkaStart) -> String {
+        match start {
+            KafkaStart::Earliest => "earliest".into(),
+            KafkaStart::Latest => "latest".into(),
+            KafkaStart::Time(t) => t.to_rfc3339(),
+        }
+    }
+}
+
+impl JsonSchema for KafkaStart {
+    fn schema_name() -> String {
+        "KafkaStart".into()
+    }
+    fn json_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+        let mut schema = String::json_schema(gen).into_object();
+        schema.metadata().description =
+            Some("`earliest`, `latest` or an RFC 3339 time such as `2026-11-01T00:00:00Z`.".into());
+        schema.into()
+    }
 }
 
 /// HTTP ingest, declared so a bus has a named publisher.
