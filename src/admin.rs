@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_connectors::http::ApiError;
 use sluice_router::dispatch::Subscription;
-use sluice_router::store::DeadLetter;
+use sluice_router::store::{DeadLetter, Queue};
 
 use crate::serve::AppState;
 
@@ -22,6 +22,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/subscriptions/{name}", get(subscription))
         .route("/subscriptions/{name}/dead-letters", get(dead_letters))
         .route("/subscriptions/{name}/dead-letters/redrive", post(redrive))
+        .route("/sources/{name}/dead-letters", get(source_dead_letters))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }
@@ -116,19 +117,46 @@ async fn dead_letters(
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let sub = find(&state, &name)?;
+    let (letters, next) = page_of(&sub.queue, &page)?;
+    Ok(Json(json!({
+        "subscription": name,
+        "dead_letters": letters,
+        "next_after": next,
+    })))
+}
+
+/// Records a source refused as malformed (`malformed: reject`).
+async fn source_dead_letters(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.config.sources.iter().any(|s| s.name() == name) {
+        return Err(ApiError::not_found(format!("no source {name:?}")));
+    }
+    let queue = state
+        .engine
+        .store()
+        .source_rejects(&name)
+        .map_err(ApiError::unavailable)?;
+    let (letters, next) = page_of(&queue, &page)?;
+    Ok(Json(json!({
+        "source": name,
+        "dead_letters": letters,
+        "next_after": next,
+    })))
+}
+
+/// One page of a dead-letter list, and the `after` of the next page.
+fn page_of(queue: &Queue, page: &Page) -> Result<(Vec<Value>, Option<u64>), ApiError> {
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    let letters = sub
-        .queue
+    let letters = queue
         .dead_letters(page.after, limit)
         .map_err(ApiError::unavailable)?;
     let next = (letters.len() == limit)
         .then(|| letters.last().map(|l| l.seq))
         .flatten();
-    Ok(Json(json!({
-        "subscription": name,
-        "dead_letters": letters.iter().map(letter_json).collect::<Vec<_>>(),
-        "next_after": next,
-    })))
+    Ok((letters.iter().map(letter_json).collect(), next))
 }
 
 #[derive(Deserialize, Default)]

@@ -30,6 +30,30 @@ impl SourceContext {
     pub async fn publish(&self, events: &[Event]) -> Result<usize, PublishError> {
         self.engine.publish(&self.bus, &self.name, events).await
     }
+
+    /// Keep malformed input out of the bus: each event (the record as sluice could
+    /// read it) goes to this source's dead-letter list with the reason, durably.
+    pub async fn reject(&self, rejected: Vec<(Event, String)>) -> Result<(), PublishError> {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        let queue = self.engine.store().source_rejects(&self.name)?;
+        let now = crate::now_ms();
+        let count = rejected.len() as u64;
+        for (event, reason) in rejected {
+            let text =
+                serde_json::to_string(&event).map_err(|e| PublishError::Encode(e.to_string()))?;
+            let raw = serde_json::value::RawValue::from_string(text)
+                .map_err(|e| PublishError::Encode(e.to_string()))?;
+            queue.reject(crate::store::Record::new(raw, now), reason, now)?;
+        }
+        queue.commit().await?;
+        self.engine
+            .metrics
+            .rejected(&self.bus, &self.name)
+            .inc_by(count);
+        Ok(())
+    }
 }
 
 /// Why a source stopped.

@@ -455,3 +455,53 @@ async fn start_at_a_time_skips_older_records() {
     got.sort_unstable();
     assert_eq!(got, [5, 6, 7, 8, 9], "{}", sluice.log());
 }
+
+/// `malformed: reject`: a broken CloudEvent record goes to the source's
+/// dead-letter list with the reason, not to the bus; the rest flows on.
+#[tokio::test]
+async fn malformed_records_can_be_rejected_to_the_source_dead_letters() {
+    let topic = topic("malformed", 1).await;
+    let producer = producer();
+    let broken = OwnedHeaders::new().insert(Header {
+        key: "content-type",
+        value: Some("application/cloudevents+json"),
+    });
+    let records: [(&str, Option<OwnedHeaders>); 3] = [
+        (r#"{"n": 1}"#, None),
+        (r#"{"specversion": "1.0", "id": "x""#, Some(broken)),
+        (r#"{"n": 2}"#, None),
+    ];
+    for (value, headers) in records {
+        let mut record = FutureRecord::<str, str>::to(&topic).payload(value);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let recv = Receiver::start().await;
+    let config = source_config(&topic, &format!("g-{topic}"), &recv.url())
+        .replace("start: earliest", "start: earliest\n    malformed: reject");
+    let sluice = Sluice::start(&config).await;
+    recv.wait_for(2, Duration::from_secs(30)).await;
+    let letters = sluice.get_json("/api/sources/src/dead-letters").await;
+    let list = letters["dead_letters"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{letters}");
+    assert!(
+        list[0]["reason"].as_str().unwrap().contains("JSON"),
+        "{letters}"
+    );
+    assert_eq!(list[0]["event"]["id"], format!("{topic}-0-1"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recv.arrived(), 2);
+    let missing = sluice
+        .client
+        .get(sluice.url("/api/sources/nope/dead-letters"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

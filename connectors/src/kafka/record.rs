@@ -73,6 +73,12 @@ pub fn record_to_event<M: Message>(msg: &M, mapping: &RecordMapping) -> Event {
     }
 }
 
+/// What is wrong with the record `event` was made from, if it claimed to be a
+/// CloudEvent and was broken (its `sluiceerror` extension).
+pub fn problem_of(event: &Event) -> Option<String> {
+    event.extension("sluiceerror").map(ToString::to_string)
+}
+
 fn structured_event(payload: Option<&[u8]>) -> Result<Event, String> {
     let bytes = payload.ok_or("structured CloudEvent with a null value")?;
     match serde_json::from_slice::<Value>(bytes) {

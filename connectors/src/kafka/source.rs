@@ -16,10 +16,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use sluice_router::config::{KafkaSourceConfig, KafkaStart};
+use sluice_router::config::{KafkaSourceConfig, KafkaStart, Malformed};
 use sluice_router::source::{Source, SourceContext, SourceError};
 
-use super::record::{record_to_event, RecordMapping};
+use super::record::{problem_of, record_to_event, RecordMapping};
 
 /// How long a batch waits for more records after its first.
 const BATCH_WAIT: Duration = Duration::from_millis(5);
@@ -166,6 +166,7 @@ pub struct KafkaSource {
     max_backlog: u64,
     start_ms: Option<i64>,
     seeking: Arc<Mutex<HashSet<(String, i32)>>>,
+    malformed: Malformed,
 }
 
 fn context_start_ms(config: &KafkaSourceConfig) -> Option<i64> {
@@ -217,6 +218,7 @@ impl KafkaSource {
             max_backlog: config.max_backlog,
             start_ms: context_start_ms(config),
             seeking,
+            malformed: config.malformed,
         })
     }
 }
@@ -298,14 +300,22 @@ impl Source for KafkaSource {
                     Err(_) => break,
                 }
             }
-            let events: Vec<_> = batch
-                .iter()
-                .filter(|m| !self.before_start(*m))
-                .map(|m| record_to_event(m, &self.mapping))
-                .collect();
+            let mut events = Vec::with_capacity(batch.len());
+            let mut rejected = Vec::new();
+            for m in batch.iter().filter(|m| !self.before_start(*m)) {
+                let event = record_to_event(m, &self.mapping);
+                match (self.malformed, problem_of(&event)) {
+                    (Malformed::Reject, Some(why)) => rejected.push((event, why)),
+                    _ => events.push(event),
+                }
+            }
             // Durable first; an unavailable store is retried, never skipped.
             loop {
-                match cx.publish(&events).await {
+                let done = match cx.reject(rejected.clone()).await {
+                    Ok(()) => cx.publish(&events).await,
+                    Err(e) => Err(e),
+                };
+                match done {
                     Ok(_) => break,
                     Err(e) => {
                         tracing::error!(source = %cx.name, error = %e, "Publishing Kafka records failed; retrying.");

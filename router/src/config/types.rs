@@ -142,6 +142,13 @@ pub struct KafkaSourceConfig {
     /// `type` of events made from plain records.
     #[serde(default = "defaults::kafka_event_type")]
     pub event_type: String,
+    /// What a record that claims to be a CloudEvent but is broken (bad JSON, a
+    /// missing attribute, a null or non-UTF-8 `ce_` header) becomes: `event`
+    /// (default), a plain-record event whose `sluiceerror` extension says what is
+    /// wrong; or `reject`, kept out of the bus in the source's dead-letter list
+    /// (`GET /api/sources/<name>/dead-letters`). Either way its offset advances.
+    #[serde(default)]
+    pub malformed: Malformed,
     /// Records published together at most (one durable commit each batch).
     #[serde(default = "defaults::kafka_batch")]
     pub batch: usize,
@@ -152,6 +159,17 @@ pub struct KafkaSourceConfig {
     /// Extra librdkafka consumer settings (TLS, SASL, tuning). Keys sluice owns are refused.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+/// What a source does with input that claims to be a CloudEvent but is broken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Malformed {
+    /// Publish it as a plain-record event with a `sluiceerror` extension.
+    #[default]
+    Event,
+    /// Keep it in the source's dead-letter list instead of publishing it.
+    Reject,
 }
 
 /// Where a consumer group without committed offsets starts reading: `earliest`,

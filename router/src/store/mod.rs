@@ -113,6 +113,16 @@ impl Store {
         Queue::open(&self.db, name, Committer(self.commits.clone()))
     }
 
+    /// The dead-letter list of source `name`: records it refused as malformed
+    /// (only its dead-letter part is used).
+    pub fn source_rejects(&self, name: &str) -> Result<Queue, StoreError> {
+        Queue::open_tree(
+            &self.db,
+            &format!("rejects/{name}"),
+            Committer(self.commits.clone()),
+        )
+    }
+
     /// The de-duplication index of `bus`, remembering keys for `window_ms`.
     pub fn dedupe(&self, bus: &str, window_ms: u64) -> Result<Dedupe, StoreError> {
         Dedupe::open(&self.db, bus, window_ms)

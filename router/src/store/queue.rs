@@ -134,8 +134,16 @@ impl Queue {
         name: &str,
         commits: super::Committer,
     ) -> Result<Self, StoreError> {
+        Self::open_tree(db, &format!("{TREE_PREFIX}{name}"), commits)
+    }
+
+    pub(super) fn open_tree(
+        db: &sled::Db,
+        tree_name: &str,
+        commits: super::Committer,
+    ) -> Result<Self, StoreError> {
         let tree = db
-            .open_tree(format!("{TREE_PREFIX}{name}"))
+            .open_tree(tree_name)
             .map_err(|e| StoreError::new("open queue", e))?;
         let count = |kind: u8| tree.scan_prefix([kind]).keys().count() as u64;
         let counter = |name: &str| -> Result<u64, StoreError> {
@@ -321,6 +329,33 @@ impl Queue {
         add(&self.state.delayed, delayed);
         add(&self.state.dead, dead);
         Ok(())
+    }
+
+    /// Put an event straight into the dead-letter list (a source refusing a
+    /// malformed record), with `reason`. Durable after the next commit.
+    pub fn reject(&self, record: Record, reason: String, now_ms: u64) -> Result<(), StoreError> {
+        let seq = self
+            .db
+            .generate_id()
+            .map_err(|e| StoreError::new("reject", e))?;
+        let letter = DeadLetter {
+            seq,
+            dead_lettered_ms: now_ms,
+            reason,
+            last_status: None,
+            body_excerpt: None,
+            record,
+        };
+        self.tree
+            .insert(key(DEAD, &[seq]), ser(&letter))
+            .map_err(|e| StoreError::new("reject", e))?;
+        self.state.dead.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Wait until every write made before this call is on disk.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        self.commits.commit().await
     }
 
     /// Dead letters, oldest first, starting after `after` (a seq), at most `limit`.
