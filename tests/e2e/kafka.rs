@@ -37,7 +37,7 @@ pub async fn topic(prefix: &str, partitions: i32) -> String {
     name
 }
 
-fn uuid_like() -> String {
+pub fn uuid_like() -> String {
     format!(
         "{:x}{:x}",
         std::process::id(),
@@ -310,7 +310,7 @@ targets:\n  - name: t\n    type: kafka\n    brokers: 127.0.0.1:19092\n    topic:
     );
 }
 
-fn source_config(topic: &str, group: &str, url: &str) -> String {
+pub fn source_config(topic: &str, group: &str, url: &str) -> String {
     format!(
         "sources:\n  - name: src\n    type: kafka\n    brokers: {}\n    topics: [{topic}]\n    group: {group}\n    start: earliest\n\
 targets:\n  - name: fn\n    type: http\n    url: {url}\n    concurrency: 64\n\
@@ -342,7 +342,7 @@ pub async fn produce_numbered(topic: &str, range: std::ops::Range<u64>) {
 }
 
 /// Distinct `data.n` values the receiver got, and how many deliveries in all.
-fn distinct(recv: &Receiver) -> (std::collections::HashSet<u64>, usize) {
+pub fn distinct(recv: &Receiver) -> (std::collections::HashSet<u64>, usize) {
     let got = recv.delivered();
     let set = got.iter().filter_map(|r| r.json()["n"].as_u64()).collect();
     (set, got.len())

@@ -6,6 +6,7 @@ mod elasticsearch;
 mod harness;
 mod ingest;
 mod kafka;
+mod kafka_group;
 mod postgres;
 mod rules;
 mod s3;

@@ -67,6 +67,10 @@ struct Collector<'a> {
     unparsed_targets: Vec<String>,
     /// Paths already reported while parsing; validation adds nothing under them.
     reported: Vec<String>,
+    /// For `sources`, `targets` and `rules`: the position in the file of each entry
+    /// that parsed. Validation counts parsed entries; an entry that failed to parse
+    /// must not shift the index (and line) reported for the ones after it.
+    original: Vec<(&'static str, Vec<usize>)>,
 }
 
 impl<'a> Collector<'a> {
@@ -76,11 +80,12 @@ impl<'a> Collector<'a> {
             errors: Vec::new(),
             unparsed_targets: Vec::new(),
             reported: Vec::new(),
+            original: Vec::new(),
         }
     }
 
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        let path = path.into();
+        let path = self.in_file(path.into());
         if self.reported.contains(&path) {
             return;
         }
@@ -90,6 +95,24 @@ impl<'a> Collector<'a> {
             message: message.into(),
             position,
         });
+    }
+}
+
+impl Collector<'_> {
+    /// `targets[1].url` as the file numbers it, when entries before it failed to parse.
+    fn in_file(&self, path: String) -> String {
+        for (list, indices) in &self.original {
+            let Some(rest) = path.strip_prefix(list).and_then(|r| r.strip_prefix('[')) else {
+                continue;
+            };
+            let Some((index, tail)) = rest.split_once(']') else {
+                continue;
+            };
+            if let Some(&at) = index.parse::<usize>().ok().and_then(|i| indices.get(i)) {
+                return format!("{list}[{at}]{tail}");
+            }
+        }
+        path
     }
 }
 
@@ -301,17 +324,24 @@ fn tagged<T: Tagged>(value: serde_yaml::Value, path: &str, c: &mut Collector<'_>
 /// the errors of the others.
 fn list<T>(
     value: Option<serde_yaml::Value>,
-    path: &str,
+    path: &'static str,
     c: &mut Collector<'_>,
     mut element: impl FnMut(serde_yaml::Value, &str, &mut Collector<'_>) -> Option<T>,
 ) -> Vec<T> {
     match value {
         None | Some(serde_yaml::Value::Null) => Vec::new(),
-        Some(serde_yaml::Value::Sequence(items)) => items
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, item)| element(item, &format!("{path}[{i}]"), c))
-            .collect(),
+        Some(serde_yaml::Value::Sequence(items)) => {
+            let mut parsed = Vec::new();
+            let mut original = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                if let Some(v) = element(item, &format!("{path}[{i}]"), c) {
+                    parsed.push(v);
+                    original.push(i);
+                }
+            }
+            c.original.push((path, original));
+            parsed
+        }
         Some(_) => {
             c.push(path, "must be a list");
             Vec::new()
@@ -549,6 +579,23 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn an_entry_that_fails_to_parse_does_not_shift_the_next_ones() {
+        let errs = errors(
+            "targets:\n  - name: a\n    type: http\n    url: http://x/\n    bogus: 1\n  - name: b\n    type: http\n    url: ftp://x/\nrules:\n  - name: r\n    targets: [a, b]\n",
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("targets[0].bogus: unknown field")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("targets[1].url:") && e.contains("line 8")),
+            "{errs:?}"
+        );
     }
 
     #[test]
