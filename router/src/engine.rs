@@ -1,7 +1,6 @@
 //! The engine: rules compiled per bus, one subscription per (rule, target), and the
 //! publish path every source uses.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -12,7 +11,7 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::rules::{RuleSet, Scratch};
-use crate::store::{Dedupe, Record, Store, StoreError};
+use crate::store::{Record, Store, StoreError};
 use crate::template::event_key;
 
 /// Everything between a source and the dispatchers.
@@ -23,8 +22,8 @@ pub struct Engine {
     subscriptions: Vec<Arc<Subscription>>,
     store: Store,
     pub metrics: Metrics,
-    /// Per bus, the index of recently published event keys (none: dedupe off).
-    dedupe: HashMap<String, Dedupe>,
+    /// How long a queued event's key is remembered to drop replays (0: never).
+    dedupe_window_ms: u64,
 }
 
 /// What a subscription is for.
@@ -111,23 +110,13 @@ impl Engine {
             }
             rule_subs.push(subs);
         }
-        let window_ms = config.server.dedupe_window.as_millis() as u64;
-        let mut dedupe = HashMap::new();
-        if window_ms > 0 {
-            let buses = config.rules.iter().map(|r| r.bus.as_str());
-            for bus in buses {
-                if !dedupe.contains_key(bus) {
-                    dedupe.insert(bus.to_owned(), store.dedupe(bus, window_ms)?);
-                }
-            }
-        }
         Ok(Self {
             rules,
             rule_subs,
             subscriptions,
             store,
             metrics,
-            dedupe,
+            dedupe_window_ms: config.server.dedupe_window.as_millis() as u64,
         })
     }
 
@@ -171,8 +160,6 @@ impl Engine {
         let mut scratch = Scratch::default();
         let mut matched = Vec::new();
         let mut written = 0;
-        let dedupe = self.dedupe.get(bus);
-        let mut keys: Vec<[u8; 16]> = Vec::new();
         let mut duplicates = 0u64;
         for event in events {
             matched.clear();
@@ -180,14 +167,8 @@ impl Engine {
             if matched.is_empty() {
                 continue;
             }
-            if let Some(dedupe) = dedupe {
-                let key = event_key(event).into_bytes();
-                if keys.contains(&key) || dedupe.seen(&key, now)? {
-                    duplicates += 1;
-                    continue;
-                }
-                keys.push(key);
-            }
+            let key = (self.dedupe_window_ms > 0).then(|| event_key(event).into_bytes());
+            let mut duplicate = false;
             let text =
                 serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
             let raw =
@@ -195,7 +176,19 @@ impl Engine {
             let record = Record::new(raw, now);
             for &rule in &matched {
                 for sub in &self.rule_subs[rule as usize] {
-                    sub.queue.enqueue(&record)?;
+                    if let Some(key) = &key {
+                        let window = self.dedupe_window_ms;
+                        if sub
+                            .queue
+                            .enqueue_unique(&record, key, window, now)?
+                            .is_none()
+                        {
+                            duplicate = true;
+                            continue;
+                        }
+                    } else {
+                        sub.queue.enqueue(&record)?;
+                    }
                     sub.metrics.matched.inc();
                     written += 1;
                     if !touched.iter().any(|t| Arc::ptr_eq(t, sub)) {
@@ -203,16 +196,13 @@ impl Engine {
                     }
                 }
             }
+            duplicates += u64::from(duplicate);
         }
         self.metrics
             .received(bus, source)
             .inc_by(events.len() as u64);
         if duplicates > 0 {
             self.metrics.duplicates(bus, source).inc_by(duplicates);
-        }
-        if let (Some(dedupe), false) = (dedupe, keys.is_empty()) {
-            // After the records: see the ordering argument in `store::dedupe`.
-            dedupe.remember(&keys, now)?;
         }
         if written > 0 {
             self.store.commit().await?;

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use dedupe::Dedupe;
 pub use queue::{Leased, Queue, QueueStats, Settlement};
 pub use record::{DeadLetter, Record};
 
@@ -121,11 +120,6 @@ impl Store {
             &format!("rejects/{name}"),
             Committer(self.commits.clone()),
         )
-    }
-
-    /// The de-duplication index of `bus`, remembering keys for `window_ms`.
-    pub fn dedupe(&self, bus: &str, window_ms: u64) -> Result<Dedupe, StoreError> {
-        Dedupe::open(&self.db, bus, window_ms)
     }
 
     /// Wait until every write made before this call is on disk.

@@ -7,6 +7,8 @@
 //! - `c` + counter name               -> u64 BE: delivered, retried, dead-lettered totals
 //! - `p` + first seq (u64 BE)         -> a batch plan: the keys of a batch in flight
 //!   (see [`super::plan`])
+//! - `k` + event key, `t` + ms + event key -> recently queued events, for
+//!   de-duplication (see [`super::dedupe`])
 //!
 //! Sequence numbers come from sled's persistent id generator, so they grow across
 //! restarts. Depth is counted once at open and then kept in memory; counters are
@@ -23,11 +25,13 @@ use super::StoreError;
 
 pub(crate) const TREE_PREFIX: &str = "sub/";
 
-const READY: u8 = b'r';
+pub(super) const READY: u8 = b'r';
 const DELAYED: u8 = b'd';
 const DEAD: u8 = b'x';
 const COUNTER: u8 = b'c';
 pub(super) const PLAN: u8 = b'p';
+pub(super) const DEDUPE_KEY: u8 = b'k';
+pub(super) const EXPIRY: u8 = b't';
 
 /// Depth and totals of one queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -46,21 +50,23 @@ pub struct QueueStats {
 /// A queue handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     pub(super) tree: sled::Tree,
-    state: Arc<State>,
+    pub(super) state: Arc<State>,
     pub(super) commits: super::Committer,
 }
 
-struct State {
-    ready: AtomicU64,
+pub(super) struct State {
+    pub(super) ready: AtomicU64,
     delayed: AtomicU64,
     dead: AtomicU64,
     /// Totals; the lock also serialises settlements so counters are written in order.
     totals: Mutex<Totals>,
     /// Held while a sequence number is drawn and its record inserted, so ready keys
     /// become visible in increasing order and a reader's cursor never skips one.
-    append: Mutex<()>,
+    pub(super) append: Mutex<()>,
+    /// When expired de-duplication keys were last removed (ms).
+    pub(super) last_prune_ms: AtomicU64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -106,13 +112,13 @@ pub enum Settlement {
     },
 }
 
-fn ser<T: Serialize>(v: &T) -> Vec<u8> {
+pub(super) fn ser<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising these plain structs to JSON cannot fail: no maps with non-string
     // keys and no failing Serialize impls are involved.
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn key(kind: u8, parts: &[u64]) -> Vec<u8> {
+pub(super) fn key(kind: u8, parts: &[u64]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + 8 * parts.len());
     k.push(kind);
     for p in parts {
@@ -167,6 +173,7 @@ impl Queue {
             dead: AtomicU64::new(count(DEAD)),
             totals: Mutex::new(totals),
             append: Mutex::new(()),
+            last_prune_ms: AtomicU64::new(0),
         };
         Ok(Self {
             db: db.clone(),
