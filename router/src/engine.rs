@@ -156,48 +156,51 @@ impl Engine {
         events: &[Event],
     ) -> Result<usize, PublishError> {
         let now = now_ms();
-        let mut touched: Vec<&Arc<Subscription>> = Vec::new();
         let mut scratch = Scratch::default();
         let mut matched = Vec::new();
-        let mut written = 0;
-        let mut duplicates = 0u64;
+        // Each matching event once, then per subscription the events it gets, so
+        // each queue takes them in one write.
+        let mut records: Vec<(Record, [u8; 16])> = Vec::new();
+        let mut per_sub: Vec<(&Arc<Subscription>, Vec<usize>)> = Vec::new();
         for event in events {
             matched.clear();
             self.rules.matching(bus, event, &mut scratch, &mut matched);
             if matched.is_empty() {
                 continue;
             }
-            let key = (self.dedupe_window_ms > 0).then(|| event_key(event).into_bytes());
-            let mut duplicate = false;
             let text =
                 serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
             let raw =
                 RawValue::from_string(text).map_err(|e| PublishError::Encode(e.to_string()))?;
-            let record = Record::new(raw, now);
+            let index = records.len();
+            records.push((Record::new(raw, now), event_key(event).into_bytes()));
             for &rule in &matched {
                 for sub in &self.rule_subs[rule as usize] {
-                    if let Some(key) = &key {
-                        let window = self.dedupe_window_ms;
-                        if sub
-                            .queue
-                            .enqueue_unique(&record, key, window, now)?
-                            .is_none()
-                        {
-                            duplicate = true;
-                            continue;
-                        }
-                    } else {
-                        sub.queue.enqueue(&record)?;
-                    }
-                    sub.metrics.matched.inc();
-                    written += 1;
-                    if !touched.iter().any(|t| Arc::ptr_eq(t, sub)) {
-                        touched.push(sub);
+                    match per_sub.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sub)) {
+                        Some((_, list)) => list.push(index),
+                        None => per_sub.push((sub, vec![index])),
                     }
                 }
             }
-            duplicates += u64::from(duplicate);
         }
+        let mut written = 0;
+        let mut duplicate = vec![false; records.len()];
+        for (sub, list) in &per_sub {
+            let batch: Vec<(&Record, &[u8; 16])> = list
+                .iter()
+                .map(|&i| (&records[i].0, &records[i].1))
+                .collect();
+            let queued = sub.queue.enqueue_all(&batch, self.dedupe_window_ms, now)?;
+            for (&i, queued) in list.iter().zip(queued) {
+                if queued {
+                    written += 1;
+                    sub.metrics.matched.inc();
+                } else {
+                    duplicate[i] = true;
+                }
+            }
+        }
+        let duplicates = duplicate.iter().filter(|d| **d).count() as u64;
         self.metrics
             .received(bus, source)
             .inc_by(events.len() as u64);
@@ -207,7 +210,7 @@ impl Engine {
         if written > 0 {
             self.store.commit().await?;
         }
-        for sub in touched {
+        for (sub, _) in per_sub {
             sub.update_depth();
             sub.notify.notify_one();
         }

@@ -1,21 +1,16 @@
-//! STUB (being written): the elasticsearch target.
+//! Elasticsearch / OpenSearch: index events as documents through the `_bulk` API.
+//!
+//! Every document's `_id` is the event key (a UUID of `source` + `id`), so a batch
+//! that is sent again after a crash or a retry overwrites the same documents
+//! instead of adding copies. The cluster answers `_bulk` with one status per
+//! document; each event of a batch is settled on its own status, so one rejected
+//! document (a mapping conflict, an invalid index name) is dead-lettered while the
+//! rest of its batch is indexed.
+//!
+//! [`bulk`] builds request bodies and reads answers without touching the network;
+//! [`sink`] sends them.
 
-use async_trait::async_trait;
-use sluice_router::config::ElasticsearchTargetConfig;
-use sluice_router::event::Event;
-use sluice_router::sink::{Sink, SinkError};
+mod bulk;
+mod sink;
 
-pub struct ElasticsearchSink;
-
-impl ElasticsearchSink {
-    pub fn new(_config: &ElasticsearchTargetConfig) -> Result<Self, String> {
-        Err("not built yet".into())
-    }
-}
-
-#[async_trait]
-impl Sink for ElasticsearchSink {
-    async fn deliver(&self, _event: &Event) -> Result<(), SinkError> {
-        Err(SinkError::permanent("not built yet"))
-    }
-}
+pub use sink::ElasticsearchSink;

@@ -121,11 +121,11 @@ impl HttpSink {
     }
 }
 
-fn humantime_secs(d: Duration) -> String {
+pub(crate) fn humantime_secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 
-fn root_cause(e: &dyn std::error::Error) -> String {
+pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
@@ -134,7 +134,7 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
-fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.trim().parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }

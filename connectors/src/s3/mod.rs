@@ -1,21 +1,10 @@
-//! STUB (being written): the s3 target.
+//! The S3 target: batches of events as JSON-lines objects (gzip by default) in an
+//! S3-compatible bucket (AWS S3, MinIO, Ceph, ...), partitioned by event time.
+//!
+//! - [`object`]: which events share an object, its key and its bytes (pure).
+//! - [`sink`]: the client, the readiness check and the uploads.
 
-use async_trait::async_trait;
-use sluice_router::config::S3TargetConfig;
-use sluice_router::event::Event;
-use sluice_router::sink::{Sink, SinkError};
+mod object;
+mod sink;
 
-pub struct S3Sink;
-
-impl S3Sink {
-    pub fn new(_config: &S3TargetConfig) -> Result<Self, String> {
-        Err("not built yet".into())
-    }
-}
-
-#[async_trait]
-impl Sink for S3Sink {
-    async fn deliver(&self, _event: &Event) -> Result<(), SinkError> {
-        Err(SinkError::permanent("not built yet"))
-    }
-}
+pub use sink::S3Sink;

@@ -164,10 +164,40 @@ pub struct ElasticsearchTargetConfig {
 
 /// Elasticsearch credentials: `{username, password}` or `{api_key}`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(untagged, deny_unknown_fields)]
+#[serde(untagged, deny_unknown_fields, try_from = "AuthFields")]
 pub enum ElasticsearchAuth {
     Basic { username: String, password: String },
     ApiKey { api_key: String },
+}
+
+/// The keys `auth` may hold, read before deciding which kind it is, so that a
+/// wrong mix is named (rather than "did not match any variant").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFields {
+    username: Option<String>,
+    password: Option<String>,
+    api_key: Option<String>,
+}
+
+impl TryFrom<AuthFields> for ElasticsearchAuth {
+    type Error = &'static str;
+
+    fn try_from(fields: AuthFields) -> Result<Self, Self::Error> {
+        match fields {
+            AuthFields {
+                username: Some(username),
+                password: Some(password),
+                api_key: None,
+            } => Ok(Self::Basic { username, password }),
+            AuthFields {
+                username: None,
+                password: None,
+                api_key: Some(api_key),
+            } => Ok(Self::ApiKey { api_key }),
+            _ => Err("needs either `username` and `password`, or `api_key` alone"),
+        }
+    }
 }
 
 /// What an Elasticsearch document holds.
@@ -180,8 +210,9 @@ pub enum DocumentMode {
 }
 
 /// Write batches of events as objects (JSON lines, optionally gzip) in an
-/// S3-compatible bucket. An object's key is fixed by the batch's first event, so a
-/// retried batch rewrites the same object instead of adding one.
+/// S3-compatible bucket. The events of a batch are grouped by the key each one
+/// renders to (its time partition); a group's `{uuid}` is the event key of its first
+/// event, so a retried batch rewrites the same object instead of adding one.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3TargetConfig {
@@ -197,10 +228,12 @@ pub struct S3TargetConfig {
     /// self-hosted servers need.
     #[serde(default)]
     pub path_style: bool,
-    /// Object key template: `%Y`, `%m`, `%d`, `%H` from the first event's time,
-    /// `{field}` from the first event, `{uuid}` a UUID fixed by the first event.
-    #[serde(default = "defaults::s3_key")]
-    pub key: String,
+    /// Object key template: `%Y`, `%m`, `%d`, `%H` from the event's time,
+    /// `{field}` from the event, `{uuid}` (required) the event key of the first
+    /// event of the object. Default `events/dt=%Y-%m-%d/hour=%H/{uuid}.jsonl.gz`
+    /// (`.jsonl` without compression).
+    #[serde(default)]
+    pub key: Option<String>,
     /// `jsonl`: one CloudEvent (structured JSON) per line.
     #[serde(default)]
     pub format: ObjectFormat,
@@ -219,6 +252,65 @@ pub struct S3TargetConfig {
     #[serde(default = "defaults::s3_timeout", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub timeout: Duration,
+}
+
+impl S3TargetConfig {
+    /// The object key template, `key` or the default for the compression.
+    pub fn key_template(&self) -> String {
+        match (&self.key, self.compression) {
+            (Some(key), _) => key.clone(),
+            (None, ObjectCompression::Gzip) => defaults::s3_key(),
+            (None, ObjectCompression::None) => {
+                defaults::s3_key().trim_end_matches(".gz").to_owned()
+            }
+        }
+    }
+
+    /// Whether `endpoint` is `http(s)://host[:port]`, as the S3 client needs it;
+    /// `Err` says what is wrong.
+    pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+        let bad = |why: &str| Err(format!("{endpoint:?} is not an S3 endpoint: {why}"));
+        let Some((scheme, rest)) = endpoint.split_once("://") else {
+            return bad("expected http://host[:port] or https://host[:port]");
+        };
+        if scheme != "http" && scheme != "https" {
+            return bad("the scheme must be http or https");
+        }
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#']) {
+            return bad("it has a path; give only scheme://host[:port]");
+        }
+        let (host, port) = match authority.find(']') {
+            // `[v6 address]` or `[v6 address]:port`
+            Some(end) => (&authority[..=end], authority[end + 1..].strip_prefix(':')),
+            None => match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        if host.len() < authority.len() && port.is_none() {
+            return bad("expected host:port");
+        }
+        let host_ok = if let Some(ip6) = host.strip_prefix('[') {
+            ip6.strip_suffix(']')
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+        } else {
+            !host.is_empty()
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        };
+        if !host_ok {
+            return bad("the host name is not valid");
+        }
+        if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+            return bad("the port must be a number from 1 to 65535");
+        }
+        Ok(())
+    }
 }
 
 /// The layout of an S3 object.
@@ -268,7 +360,10 @@ fn validate_url(c: &mut Collector<'_>, at: &str, key: &str, url: &str, schemes: 
     if !ok {
         c.push(
             format!("{at}.{key}"),
-            format!("{url:?} is not a URL starting with {}", schemes.join(":// or ") + "://"),
+            format!(
+                "{url:?} is not a URL starting with {}",
+                schemes.join(":// or ") + "://"
+            ),
         );
     }
 }
@@ -290,11 +385,24 @@ fn is_sql_name(name: &str) -> bool {
 pub(super) fn validate_postgres(c: &mut Collector<'_>, i: usize, t: &PostgresTargetConfig) {
     let at = format!("targets[{i}]");
     validate_url(c, &at, "url", &t.url, &["postgres", "postgresql"]);
+    if t.url.contains("sslmode=require") {
+        c.push(
+            format!("{at}.url"),
+            "sslmode=require needs TLS, which the postgres target does not support yet; \
+             use sslmode=disable or prefer",
+        );
+    }
+    if t.timeout.is_zero() {
+        c.push(format!("{at}.timeout"), "must be more than 0");
+    }
     validate_batch(c, &at, &t.batch, t.concurrency);
     if t.table.split('.').count() > 2 || !t.table.split('.').all(is_sql_name) {
         c.push(
             format!("{at}.table"),
-            format!("{:?} is not a table name (letters, digits, `_`; optionally schema.table)", t.table),
+            format!(
+                "{:?} is not a table name (letters, digits, `_`; optionally schema.table)",
+                t.table
+            ),
         );
     }
     match t.mode {
@@ -309,7 +417,10 @@ pub(super) fn validate_postgres(c: &mut Collector<'_>, i: usize, t: &PostgresTar
         _ => {}
     }
     if !is_sql_name(&t.key_column) {
-        c.push(format!("{at}.key_column"), format!("{:?} is not a column name", t.key_column));
+        c.push(
+            format!("{at}.key_column"),
+            format!("{:?} is not a column name", t.key_column),
+        );
     }
     for (name, column) in &t.columns {
         let here = format!("{at}.columns.{name}");
@@ -317,7 +428,10 @@ pub(super) fn validate_postgres(c: &mut Collector<'_>, i: usize, t: &PostgresTar
             c.push(&here, "is not a column name (letters, digits and `_`)");
         }
         if name == &t.key_column {
-            c.push(&here, format!("`{name}` is the key column; sluice fills it with the event key"));
+            c.push(
+                &here,
+                format!("`{name}` is the key column; sluice fills it with the event key"),
+            );
         }
         match (&column.path, &column.jq) {
             (Some(path), None) => {
@@ -335,7 +449,11 @@ pub(super) fn validate_postgres(c: &mut Collector<'_>, i: usize, t: &PostgresTar
     }
 }
 
-pub(super) fn validate_elasticsearch(c: &mut Collector<'_>, i: usize, t: &ElasticsearchTargetConfig) {
+pub(super) fn validate_elasticsearch(
+    c: &mut Collector<'_>,
+    i: usize,
+    t: &ElasticsearchTargetConfig,
+) {
     let at = format!("targets[{i}]");
     validate_url(c, &at, "url", &t.url, &["http", "https"]);
     validate_batch(c, &at, &t.batch, t.concurrency);
@@ -362,7 +480,24 @@ pub(super) fn validate_elasticsearch(c: &mut Collector<'_>, i: usize, t: &Elasti
     {
         c.push(
             format!("{at}.index"),
-            format!("{:?} is not an index name: {bad:?} is not allowed", t.index),
+            format!(
+                "{:?} is not an index name: {bad:?} is not allowed{}",
+                t.index,
+                if bad.is_ascii_uppercase() {
+                    " (index names are lowercase)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    if let Some(first @ ('_' | '-' | '+')) = t.index.chars().next() {
+        c.push(
+            format!("{at}.index"),
+            format!(
+                "{:?} is not an index name: it may not start with {first:?}",
+                t.index
+            ),
         );
     }
 }
@@ -370,20 +505,44 @@ pub(super) fn validate_elasticsearch(c: &mut Collector<'_>, i: usize, t: &Elasti
 pub(super) fn validate_s3(c: &mut Collector<'_>, i: usize, t: &S3TargetConfig) {
     let at = format!("targets[{i}]");
     if let Some(endpoint) = &t.endpoint {
-        validate_url(c, &at, "endpoint", endpoint, &["http", "https"]);
+        if let Err(e) = S3TargetConfig::check_endpoint(endpoint) {
+            c.push(format!("{at}.endpoint"), e);
+        }
     }
     validate_batch(c, &at, &t.batch, t.concurrency);
-    validate_template(c, &at, "key", &t.key);
-    if t.bucket.len() < 3
-        || t.bucket.len() > 63
-        || !t
-            .bucket
+    let key = t.key_template();
+    validate_template(c, &at, "key", &key);
+    if !key.contains("{uuid}") {
+        c.push(
+            format!("{at}.key"),
+            format!("{key:?} has no `{{uuid}}`: without it every batch of a partition would overwrite the last"),
+        );
+    }
+    if key.starts_with('/') || key.ends_with('/') || key.contains("//") {
+        c.push(
+            format!("{at}.key"),
+            format!("{key:?} is not an object key: no leading, trailing or double `/`"),
+        );
+    }
+    let b = &t.bucket;
+    if b.len() < 3
+        || b.len() > 63
+        || !b
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        || !b.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !b.ends_with(|c: char| c.is_ascii_alphanumeric())
+        || b.contains("..")
     {
-        c.push(format!("{at}.bucket"), format!("{:?} is not a bucket name", t.bucket));
+        c.push(
+            format!("{at}.bucket"),
+            format!("{b:?} is not a bucket name: 3 to 63 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"),
+        );
     }
     if t.part_bytes < 5 * 1024 * 1024 {
-        c.push(format!("{at}.part_bytes"), "must be at least 5 MiB (5242880), S3's smallest part");
+        c.push(
+            format!("{at}.part_bytes"),
+            "must be at least 5 MiB (5242880), S3's smallest part",
+        );
     }
 }

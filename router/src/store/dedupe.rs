@@ -38,50 +38,62 @@ fn expiry_key(ms: u64, event_key: &[u8; 16]) -> Vec<u8> {
 }
 
 impl Queue {
-    /// Append an event unless one with the same key was appended within
-    /// `window_ms` before `now_ms`. Returns the new sequence number, or `None` for a
-    /// duplicate. Not durable until [`super::Store::commit`] returns.
-    pub fn enqueue_unique(
+    /// Append events in one atomic write, each unless an event with the same key
+    /// was appended within `window_ms` before `now_ms` (or earlier in `events`);
+    /// `window_ms` 0 appends every one. Returns, per event, whether it was
+    /// appended. Not durable until [`super::Store::commit`] returns.
+    pub fn enqueue_all(
         &self,
-        record: &Record,
-        event_key: &[u8; 16],
+        events: &[(&Record, &[u8; 16])],
         window_ms: u64,
         now_ms: u64,
-    ) -> Result<Option<u64>, StoreError> {
-        let value = ser(record);
+    ) -> Result<Vec<bool>, StoreError> {
         let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
-        let dk = dedupe_key(event_key);
-        if let Some(seen) = self
-            .tree
-            .get(&dk)
-            .map_err(|e| StoreError::new("dedupe lookup", e))?
-        {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&seen[..8.min(seen.len())]);
-            if u64::from_be_bytes(b).saturating_add(window_ms) > now_ms {
-                return Ok(None);
-            }
-        }
-        let seq = self
-            .db
-            .generate_id()
-            .map_err(|e| StoreError::new("enqueue", e))?;
         let mut batch = sled::Batch::default();
         // Expiry first: a later write to the same key in a batch wins, so an
         // expired key seen again now is kept.
         let last = self.state.last_prune_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) >= PRUNE_EVERY_MS {
+        if window_ms > 0 && now_ms.saturating_sub(last) >= PRUNE_EVERY_MS {
             self.state.last_prune_ms.store(now_ms, Ordering::Relaxed);
             self.expire(&mut batch, now_ms.saturating_sub(window_ms))?;
         }
-        batch.insert(key(READY, &[seq]), value);
-        batch.insert(dk, &now_ms.to_be_bytes());
-        batch.insert(expiry_key(now_ms, event_key), &[]);
+        let mut queued = Vec::with_capacity(events.len());
+        let mut seen_here: Vec<&[u8; 16]> = Vec::new();
+        for &(record, event_key) in events {
+            if window_ms > 0 {
+                if seen_here.contains(&event_key) || self.seen(event_key, window_ms, now_ms)? {
+                    queued.push(false);
+                    continue;
+                }
+                seen_here.push(event_key);
+                batch.insert(dedupe_key(event_key), &now_ms.to_be_bytes());
+                batch.insert(expiry_key(now_ms, event_key), &[]);
+            }
+            let seq = self
+                .db
+                .generate_id()
+                .map_err(|e| StoreError::new("enqueue", e))?;
+            batch.insert(key(READY, &[seq]), ser(record));
+            queued.push(true);
+        }
         self.tree
             .apply_batch(batch)
             .map_err(|e| StoreError::new("enqueue", e))?;
-        self.state.ready.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(seq))
+        let added = queued.iter().filter(|q| **q).count() as u64;
+        self.state.ready.fetch_add(added, Ordering::Relaxed);
+        Ok(queued)
+    }
+
+    fn seen(&self, event_key: &[u8; 16], window_ms: u64, now_ms: u64) -> Result<bool, StoreError> {
+        let found = self
+            .tree
+            .get(dedupe_key(event_key))
+            .map_err(|e| StoreError::new("dedupe lookup", e))?;
+        Ok(found.is_some_and(|v| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v[..8.min(v.len())]);
+            u64::from_be_bytes(b).saturating_add(window_ms) > now_ms
+        }))
     }
 
     /// Add the removal of every key first seen before `before_ms` to `batch`.
@@ -123,24 +135,16 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let q = store.queue("s").unwrap();
         let (a, b) = ([1u8; 16], [2u8; 16]);
-        assert!(q
-            .enqueue_unique(&record(), &a, 1000, 10_000)
-            .unwrap()
-            .is_some());
-        assert!(q
-            .enqueue_unique(&record(), &a, 1000, 10_500)
-            .unwrap()
-            .is_none());
-        assert!(q
-            .enqueue_unique(&record(), &b, 1000, 10_500)
-            .unwrap()
-            .is_some());
+        let r = record();
+        let one = |k: &[u8; 16], now| q.enqueue_all(&[(&r, k)], 1000, now).unwrap()[0];
+        assert!(one(&a, 10_000));
+        assert!(!one(&a, 10_500));
+        // The same key twice in one write: the first only.
+        let both = q.enqueue_all(&[(&r, &b), (&r, &b)], 1000, 10_500).unwrap();
+        assert_eq!(both, [true, false]);
         assert_eq!(q.stats().depth, 2);
         // Past the window it counts as new; pruning removes the old entries.
-        assert!(q
-            .enqueue_unique(&record(), &a, 1000, 12_000)
-            .unwrap()
-            .is_some());
+        assert!(one(&a, 12_000));
         assert_eq!(q.stats().depth, 3);
         let keys = q.tree.scan_prefix([b'k']).count();
         let expiry = q.tree.scan_prefix([b't']).count();
