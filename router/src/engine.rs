@@ -110,6 +110,14 @@ impl Engine {
             }
             rule_subs.push(subs);
         }
+        if !config.server.dedupe_window.is_zero() {
+            for sub in &subscriptions {
+                let restored = sub.queue.repair_dedupe()?;
+                if restored > 0 {
+                    tracing::info!(subscription = %sub.name, restored, "Restored de-duplication keys lost in a crash.");
+                }
+            }
+        }
         Ok(Self {
             rules,
             rule_subs,

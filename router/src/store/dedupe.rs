@@ -11,10 +11,10 @@
 //! - `k` + event key (16 bytes)          -> first-seen ms (u64 BE)
 //! - `t` + first-seen ms (u64 BE) + key  -> empty: the expiry order
 //!
-//! The key is written in the same atomic batch as the record it stands for, so a
-//! crash can keep both or neither: never a record without its key (a replay would
-//! be queued twice) nor a key without its record (a replay would be dropped and the
-//! event lost).
+//! The key is written right after the record it stands for. sled recovers writes
+//! in order, so a crash never keeps a key without its record (a replay would be
+//! dropped and the event lost); a record that lost its key (a replay would be
+//! queued twice) gets it back from [`Queue::repair_dedupe`] at start.
 
 use std::sync::atomic::Ordering;
 
@@ -23,6 +23,9 @@ use super::{Queue, Record, StoreError};
 
 /// Expired keys are removed at most this often, per queue.
 const PRUNE_EVERY_MS: u64 = 1000;
+/// [`Queue::repair_dedupe`] stops after this many newest records in a row that
+/// have their key: a crash can only have lost the keys of the last writes.
+const REPAIR_SCAN: usize = 1000;
 
 fn dedupe_key(event_key: &[u8; 16]) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
@@ -38,50 +41,98 @@ fn expiry_key(ms: u64, event_key: &[u8; 16]) -> Vec<u8> {
 }
 
 impl Queue {
-    /// Append events in one atomic write, each unless an event with the same key
-    /// was appended within `window_ms` before `now_ms` (or earlier in `events`);
-    /// `window_ms` 0 appends every one. Returns, per event, whether it was
-    /// appended. Not durable until [`super::Store::commit`] returns.
+    /// Append events, each unless an event with the same key was appended within
+    /// `window_ms` before `now_ms` (or earlier in `events`); `window_ms` 0 appends
+    /// every one. Returns, per event, whether it was appended. Not durable until
+    /// [`super::Store::commit`] returns.
+    ///
+    /// Plain inserts, record first and its key after: a sled batch would make the
+    /// two atomic, but it stops every other reader and writer of the store while
+    /// it applies, which halved single-event throughput. sled recovers its writes
+    /// in order, so a crash can leave a record without its key but never a key
+    /// without its record; [`Queue::repair_dedupe`] restores the missing keys at
+    /// start.
     pub fn enqueue_all(
         &self,
         events: &[(&Record, &[u8; 16])],
         window_ms: u64,
         now_ms: u64,
     ) -> Result<Vec<bool>, StoreError> {
+        if window_ms == 0 {
+            return events
+                .iter()
+                .map(|&(record, _)| self.enqueue(record).map(|_| true))
+                .collect();
+        }
+        let err = |e| StoreError::new("enqueue", e);
         let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = sled::Batch::default();
-        // Expiry first: a later write to the same key in a batch wins, so an
-        // expired key seen again now is kept.
         let last = self.state.last_prune_ms.load(Ordering::Relaxed);
-        if window_ms > 0 && now_ms.saturating_sub(last) >= PRUNE_EVERY_MS {
+        if now_ms.saturating_sub(last) >= PRUNE_EVERY_MS {
             self.state.last_prune_ms.store(now_ms, Ordering::Relaxed);
-            self.expire(&mut batch, now_ms.saturating_sub(window_ms))?;
+            self.expire(now_ms.saturating_sub(window_ms))?;
         }
         let mut queued = Vec::with_capacity(events.len());
-        let mut seen_here: Vec<&[u8; 16]> = Vec::new();
         for &(record, event_key) in events {
-            if window_ms > 0 {
-                if seen_here.contains(&event_key) || self.seen(event_key, window_ms, now_ms)? {
-                    queued.push(false);
-                    continue;
-                }
-                seen_here.push(event_key);
-                batch.insert(dedupe_key(event_key), &now_ms.to_be_bytes());
-                batch.insert(expiry_key(now_ms, event_key), &[]);
+            if self.seen(event_key, window_ms, now_ms)? {
+                queued.push(false);
+                continue;
             }
-            let seq = self
-                .db
-                .generate_id()
-                .map_err(|e| StoreError::new("enqueue", e))?;
-            batch.insert(key(READY, &[seq]), ser(record));
+            let seq = self.db.generate_id().map_err(err)?;
+            self.tree
+                .insert(key(READY, &[seq]), ser(record))
+                .map_err(err)?;
+            self.remember(event_key, now_ms)?;
+            self.state.ready.fetch_add(1, Ordering::Relaxed);
             queued.push(true);
         }
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| StoreError::new("enqueue", e))?;
-        let added = queued.iter().filter(|q| **q).count() as u64;
-        self.state.ready.fetch_add(added, Ordering::Relaxed);
         Ok(queued)
+    }
+
+    fn remember(&self, event_key: &[u8; 16], ms: u64) -> Result<(), StoreError> {
+        let err = |e| StoreError::new("enqueue", e);
+        self.tree
+            .insert(dedupe_key(event_key), &ms.to_be_bytes())
+            .map_err(err)?;
+        self.tree
+            .insert(expiry_key(ms, event_key), &[])
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Give the newest ready records that lack their de-duplication key (a crash
+    /// between the two writes of [`Queue::enqueue_all`]) their key back. Scans back
+    /// from the newest record and stops after `REPAIR_SCAN` in a row that have
+    /// theirs. Returns how many keys it restored.
+    pub fn repair_dedupe(&self) -> Result<u64, StoreError> {
+        let err = |e| StoreError::new("dedupe repair", e);
+        let mut restored = 0;
+        let mut intact = 0;
+        for item in self.tree.range(vec![READY]..vec![READY + 1]).rev() {
+            let (_, v) = item.map_err(err)?;
+            let Ok(record) = serde_json::from_slice::<Record>(&v) else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_str::<crate::event::Event>(record.event.get()) else {
+                continue;
+            };
+            let event_key = crate::template::event_key(&event).into_bytes();
+            if self
+                .tree
+                .get(dedupe_key(&event_key))
+                .map_err(err)?
+                .is_some()
+            {
+                intact += 1;
+                if intact >= REPAIR_SCAN {
+                    break;
+                }
+                continue;
+            }
+            intact = 0;
+            self.remember(&event_key, record.enqueued_ms)?;
+            restored += 1;
+        }
+        Ok(restored)
     }
 
     fn seen(&self, event_key: &[u8; 16], window_ms: u64, now_ms: u64) -> Result<bool, StoreError> {
@@ -96,8 +147,9 @@ impl Queue {
         }))
     }
 
-    /// Add the removal of every key first seen before `before_ms` to `batch`.
-    fn expire(&self, batch: &mut sled::Batch, before_ms: u64) -> Result<(), StoreError> {
+    /// Remove every key first seen before `before_ms`.
+    fn expire(&self, before_ms: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
         let end = key(EXPIRY, &[before_ms]);
         for item in self.tree.range(vec![EXPIRY]..end) {
             let (k, _) = item.map_err(|e| StoreError::new("dedupe expiry", e))?;
@@ -115,7 +167,9 @@ impl Queue {
             }
             batch.remove(k);
         }
-        Ok(())
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| StoreError::new("dedupe expiry", e))
     }
 }
 
@@ -149,5 +203,29 @@ mod tests {
         let keys = q.tree.scan_prefix([b'k']).count();
         let expiry = q.tree.scan_prefix([b't']).count();
         assert_eq!((keys, expiry), (1, 1), "only a's new entry is left");
+    }
+
+    #[test]
+    fn a_record_that_lost_its_key_gets_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let q = store.queue("s").unwrap();
+        let event = |id: &str| {
+            let text = format!(r#"{{"specversion":"1.0","id":"{id}","source":"/s","type":"t"}}"#);
+            Record::new(RawValue::from_string(text).unwrap(), 5_000)
+        };
+        let key_of = |r: &Record| {
+            let e: crate::event::Event = serde_json::from_str(r.event.get()).unwrap();
+            crate::template::event_key(&e).into_bytes()
+        };
+        let (a, b) = (event("a"), event("b"));
+        q.enqueue_all(&[(&a, &key_of(&a))], 60_000, 5_000).unwrap();
+        // As after a crash between the two writes: b's record, not its key.
+        q.enqueue(&b).unwrap();
+        assert!(q.enqueue_all(&[(&b, &key_of(&b))], 60_000, 6_000).unwrap()[0]);
+        q.tree.remove(super::dedupe_key(&key_of(&b))).unwrap();
+        assert_eq!(q.repair_dedupe().unwrap(), 1);
+        assert!(!q.enqueue_all(&[(&b, &key_of(&b))], 60_000, 7_000).unwrap()[0]);
+        assert!(!q.enqueue_all(&[(&a, &key_of(&a))], 60_000, 7_000).unwrap()[0]);
     }
 }
