@@ -2,23 +2,7 @@
 
 use std::process::Command;
 
-use crate::harness::BIN;
-
-fn validate(text: &str) -> (i32, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sluice.yaml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use crate::harness::{validate, BIN};
 
 #[test]
 fn validate_lists_every_error_and_exits_1() {

@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, Sluice, BIN};
+use crate::harness::{free_port, Sluice};
 use crate::kafka::{brokers, topic};
 use support::{
     count, dead_letters, es, forward, gateway, get, key, numbers, parsed, prefix, search_all,
@@ -240,13 +239,8 @@ fn bad_settings_are_named_by_validate() {
         format!("targets:\n{targets}rules:\n  - name: r\n    targets: [a, b, c, d, e, f]\n"),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let (code, _, stderr) = crate::harness::validate(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(code, 1);
     for want in [
         "targets[0].index: \"logs-%Q\" has a `%` that is not a date part (use %% for a literal %)",
         "targets[1].index: `{` at byte 5 is never closed",
@@ -266,12 +260,7 @@ fn bad_settings_are_named_by_validate() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let (_, _, stderr) = crate::harness::validate(&std::fs::read_to_string(&path).unwrap());
     assert!(
         stderr.contains(
             "targets[0].index: \"_logs\" is not an index name: it may not start with '_'"

@@ -18,6 +18,23 @@ use tokio::sync::{Notify, Semaphore};
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// A loopback port nobody listens on right now.
+/// Run `sluice validate -c <file holding text>`: exit code, stdout, stderr.
+pub fn validate(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

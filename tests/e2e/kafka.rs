@@ -278,13 +278,8 @@ fn bad_kafka_settings_are_errors() {
 targets:\n  - name: t\n    type: kafka\n    brokers: 127.0.0.1:19092\n    topic: x\n    compression: brotli\n    options: { acks: \"1\" }\n  - name: t2\n    type: kafka\n    brokers: b:1\n    topic: \"events-{type\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(crate::harness::BIN)
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let (code, _, stderr) = crate::harness::validate(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(code, 1);
     for want in [
         "sources[0].brokers: \"nowhere\" is not a list of host:port",
         "sources[0].topics[0]: not a valid regular expression",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio_postgres::{Client, NoTls};
 
-use crate::harness::{free_port, Sluice, BIN};
+use crate::harness::{free_port, validate, Sluice, BIN};
 
 mod pipeline;
 
@@ -606,21 +606,6 @@ async fn readyz_names_what_is_wrong_with_the_table_or_server() {
     assert!(!down.contains("secret"), "{down}");
 }
 
-fn validate(text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sluice.yaml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 /// Bad postgres targets are `sluice validate` errors with their YAML paths.
 #[test]
 fn validate_reports_bad_postgres_targets() {
@@ -656,7 +641,7 @@ fn validate_reports_bad_postgres_targets() {
             "targets:\n  - name: pg\n    type: postgres\n    url: postgres://127.0.0.1/test\n{table}{target}\
              rules:\n  - name: r\n    targets: [pg]\n"
         );
-        let (code, stderr) = validate(&text);
+        let (code, _, stderr) = validate(&text);
         assert_eq!(code, 1, "{text}\n{stderr}");
         assert!(stderr.contains(expect), "missing {expect:?} in:\n{stderr}");
     }

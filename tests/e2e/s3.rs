@@ -361,13 +361,8 @@ fn bad_s3_settings_are_errors() {
   - { name: c, type: s3, bucket: -no, endpoint: \"minio:9000\", key: \"/events/{uuid}\", concurrency: 0 }\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let (code, _, stderr) = crate::harness::validate(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(code, 1);
     for want in [
         "targets[0].bucket: \"Bad_Bucket\" is not a bucket name",
         "targets[0].key: `{` at byte 7 is never closed",

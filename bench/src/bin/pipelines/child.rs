@@ -81,7 +81,7 @@ impl Sluice {
             .port();
         let config = dir.join("sluice.yaml");
         let yaml = format!(
-            "server:\n  dedupe_window: 0s\n  listen: 127.0.0.1:{port}\n  data_dir: \"{}\"\n{body}",
+            "server:\n  listen: 127.0.0.1:{port}\n  data_dir: \"{}\"\n{body}",
             dir.join("data").display()
         );
         std::fs::write(&config, yaml)
