@@ -7,8 +7,8 @@
 //! document (a mapping conflict, an invalid index name) is dead-lettered while the
 //! rest of its batch is indexed.
 //!
-//! [`bulk`] builds request bodies and reads answers without touching the network;
-//! [`sink`] sends them.
+//! `bulk` builds request bodies and reads answers without touching the network;
+//! `sink` sends them.
 
 mod bulk;
 mod sink;
