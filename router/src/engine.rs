@@ -167,7 +167,7 @@ impl Engine {
         let mut scratch = Scratch::default();
         let mut matched = Vec::new();
         // Each matching event once, then per subscription the events it gets, so
-        // each queue takes them in one write.
+        // each queue takes them (and checks their keys) under its lock once.
         let mut records: Vec<(Record, [u8; 16])> = Vec::new();
         let mut per_sub: Vec<(&Arc<Subscription>, Vec<usize>)> = Vec::new();
         for event in events {
