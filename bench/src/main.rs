@@ -15,6 +15,7 @@
 //! The table goes to stdout, progress to stderr, and the report as JSON to `--out`.
 
 mod load;
+mod procfs;
 mod receiver;
 mod report;
 mod sluice;
@@ -150,7 +151,7 @@ async fn main() -> ExitCode {
 /// Runs every scenario; true if all completed.
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let settings = cli.settings()?;
-    let bin = sluice::locate(cli.sluice.clone())?;
+    let bin = procfs::locate(cli.sluice.clone())?;
     let out = cli.out.clone().unwrap_or_else(default_out);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

@@ -22,27 +22,6 @@ const READY_POLL: Duration = Duration::from_millis(1);
 /// Idle RSS is read this long after the first 200 from `/readyz`.
 const IDLE_SETTLE: Duration = Duration::from_millis(100);
 
-/// Finds the sluice binary: `explicit` if given, else `sluice` next to this
-/// benchmark's own executable (both are built into `target/release/`).
-pub fn locate(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = match explicit {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("cannot find the path of this executable")?
-            .parent()
-            .context("this executable has no parent directory")?
-            .join(format!("sluice{}", std::env::consts::EXE_SUFFIX)),
-    };
-    if !path.is_file() {
-        bail!(
-            "sluice binary not found at {}: build it first with `cargo build --release -p sluice` \
-             (or pass --sluice PATH)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 /// A directory under the system temp dir, removed (with its contents) on drop.
 struct Scratch(PathBuf);
 
@@ -124,7 +103,7 @@ impl Sluice {
         };
         sluice.ready_after = sluice.wait_ready(spawned).await?;
         tokio::time::sleep(IDLE_SETTLE).await;
-        sluice.idle_rss_kib = proc_status_kib(pid, "VmRSS")?;
+        sluice.idle_rss_kib = crate::procfs::status_kib(pid, "VmRSS")?;
         Ok(sluice)
     }
 
@@ -155,8 +134,8 @@ impl Sluice {
     /// Peak memory and CPU so far. Fails if the process is gone.
     pub fn usage(&self) -> anyhow::Result<Usage> {
         Ok(Usage {
-            peak_rss_kib: proc_status_kib(self.pid, "VmHWM")?,
-            cpu: proc_cpu(self.pid)?,
+            peak_rss_kib: crate::procfs::status_kib(self.pid, "VmHWM")?,
+            cpu: crate::procfs::cpu(self.pid)?,
         })
     }
 
@@ -228,51 +207,4 @@ rules:
 "#,
         data_dir = data_dir.display()
     )
-}
-
-/// A `kB` field (`VmRSS`, `VmHWM`) of `/proc/<pid>/status`, in KiB.
-fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    text.lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no {field} in {path}"))
-}
-
-/// User plus system CPU time of all threads of `pid` (`/proc/<pid>/stat`).
-fn proc_cpu(pid: u32) -> anyhow::Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    // Fields after the command name (which may hold spaces) start at field 3 (state);
-    // utime and stime are fields 14 and 15.
-    let rest = text
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("malformed {path}"))
-    };
-    let total = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_secs_f64(
-        total as f64 / clock_ticks_per_second() as f64,
-    ))
-}
-
-/// `getconf CLK_TCK` (the unit of /proc CPU times); 100, Linux's USER_HZ, if unknown.
-fn clock_ticks_per_second() -> u64 {
-    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TCK.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or(100)
-    })
 }

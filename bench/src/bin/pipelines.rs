@@ -39,6 +39,8 @@ mod child;
 mod flows;
 #[path = "pipelines/kafka.rs"]
 mod kafka;
+#[path = "../procfs.rs"]
+mod procfs;
 #[path = "pipelines/report.rs"]
 mod report;
 #[path = "pipelines/storage.rs"]
@@ -159,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         .records
         .unwrap_or(if cli.quick { 50_000 } else { 1_000_000 });
     anyhow::ensure!(n > 0, "--records must be at least 1");
-    let bin = child::locate(cli.sluice.clone())?;
+    let bin = procfs::locate(cli.sluice.clone())?;
     let out = cli
         .out
         .clone()

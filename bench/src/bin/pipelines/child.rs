@@ -13,27 +13,6 @@ use tokio::process::{Child, Command};
 /// sluice must answer `/healthz` with 200 within this long after the spawn.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Finds the sluice binary: `explicit` if given, else `sluice` next to this
-/// executable (both are built into `<target>/release/`).
-pub fn locate(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = match explicit {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .context("cannot find the path of this executable")?
-            .parent()
-            .context("this executable has no parent directory")?
-            .join(format!("sluice{}", std::env::consts::EXE_SUFFIX)),
-    };
-    if !path.is_file() {
-        bail!(
-            "sluice binary not found at {}: build it first with `cargo build --release -p sluice` \
-             (or pass --sluice PATH)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 /// A process-wide unique suffix for topic, group, table and bucket names.
 pub fn unique(tag: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -167,30 +146,11 @@ impl Sluice {
 
     /// User plus system CPU time of all its threads since the spawn, in seconds.
     pub fn cpu_secs(&self) -> anyhow::Result<f64> {
-        let path = format!("/proc/{}/stat", self.pid);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        // After the command name (which may hold spaces) come state, ppid, ...;
-        // utime and stime are fields 14 and 15 of the whole line.
-        let fields: Vec<&str> = text
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        let total = ticks(11)
-            .zip(ticks(12))
-            .map(|(user, system)| user + system)
-            .with_context(|| format!("malformed {path}"))?;
-        Ok(total as f64 / clock_ticks_per_second() as f64)
+        Ok(crate::procfs::cpu(self.pid)?.as_secs_f64())
     }
 
     fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
-        let path = format!("/proc/{}/status", self.pid);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .with_context(|| format!("no {field} in {path}"))
+        crate::procfs::status_kib(self.pid, field)
     }
 
     /// The last 20 lines sluice wrote to stdout/stderr.
@@ -216,20 +176,6 @@ impl Drop for Sluice {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// `getconf CLK_TCK` (the unit of /proc CPU times); 100, Linux's USER_HZ, if unknown.
-fn clock_ticks_per_second() -> u64 {
-    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TCK.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or(100)
-    })
 }
 
 /// The sum of every sample of `name` (all label sets) in Prometheus text format.
