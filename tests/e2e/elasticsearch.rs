@@ -13,7 +13,7 @@ use crate::harness::{free_port, Sluice};
 use crate::kafka::{brokers, topic};
 use support::{
     count, dead_letters, es, forward, gateway, get, key, numbers, parsed, prefix, search_all,
-    target, wait_count, wait_delivered, wait_drained, Unready,
+    target, wait_count, wait_delivered, wait_drained,
 };
 
 fn timed(id: &str, time: &str, region: &str) -> Value {
@@ -276,7 +276,7 @@ async fn an_unreachable_cluster_is_named_by_readyz_and_events_wait() {
     let p = prefix("unready");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let sluice = Unready::start(&format!(
+    let sluice = Sluice::start_unready(&format!(
         "targets:\n{}rules:\n  - name: r\n    targets: [late]\n",
         target(
             "late",
@@ -284,9 +284,10 @@ async fn an_unreachable_cluster_is_named_by_readyz_and_events_wait() {
             &format!("{p}-late"),
             "    batch: { max_wait: 50ms }\n"
         )
-    ));
+    ))
+    .await;
     let (_, body) = sluice
-        .readyz(Duration::from_secs(20), |status, body| {
+        .wait_readyz(Duration::from_secs(20), |status, body| {
             status == 503 && body["targets"].is_array()
         })
         .await;
@@ -301,7 +302,7 @@ async fn an_unreachable_cluster_is_named_by_readyz_and_events_wait() {
 
     for i in 0..3 {
         let e = json!({"specversion": "1.0", "id": format!("w-{i}"), "source": "/tests/es", "type": "t", "data": {"i": i}});
-        assert_eq!(sluice.post(&e).await, 202);
+        assert_eq!(sluice.post_structured(&e).await.status(), 202);
     }
     // The cluster appears on that address; within one check interval, all is well.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -313,7 +314,7 @@ async fn an_unreachable_cluster_is_named_by_readyz_and_events_wait() {
         .to_owned();
     tokio::spawn(forward(listener, upstream));
     sluice
-        .readyz(Duration::from_secs(15), |status, _| status == 200)
+        .wait_readyz(Duration::from_secs(15), |status, _| status == 200)
         .await;
     wait_count(&format!("{p}-late"), 3, Duration::from_secs(15)).await;
 }
@@ -352,11 +353,12 @@ async fn credentials_are_sent_and_refused_ones_named_by_readyz() {
         target("none", &url, &format!("{p}-none"), batch),
     ]
     .concat();
-    let sluice = Unready::start(&format!(
+    let sluice = Sluice::start_unready(&format!(
         "targets:\n{targets}rules:\n  - name: r\n    targets: [key, basic, wrong, none]\n"
-    ));
+    ))
+    .await;
     let (_, body) = sluice
-        .readyz(Duration::from_secs(20), |status, body| {
+        .wait_readyz(Duration::from_secs(20), |status, body| {
             status == 503 && body["targets"].as_array().is_some_and(|t| t.len() == 2)
         })
         .await;
@@ -379,7 +381,7 @@ async fn credentials_are_sent_and_refused_ones_named_by_readyz() {
     );
     for i in 0..3 {
         let e = json!({"specversion": "1.0", "id": format!("a-{i}"), "source": "/tests/es", "type": "t", "data": {"i": i}});
-        assert_eq!(sluice.post(&e).await, 202);
+        assert_eq!(sluice.post_structured(&e).await.status(), 202);
     }
     wait_count(&format!("{p}-key"), 3, Duration::from_secs(10)).await;
     wait_count(&format!("{p}-basic"), 3, Duration::from_secs(10)).await;

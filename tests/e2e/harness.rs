@@ -60,6 +60,21 @@ impl Sluice {
 
     /// As [`Sluice::start`], with extra lines inside `server:` (indented two spaces).
     pub async fn start_with_server(body: &str, server_extra: &str) -> Self {
+        let mut s = Self::configure(body, server_extra);
+        s.spawn().await;
+        s
+    }
+
+    /// Start without waiting for `/readyz` (for configs under which it is 503 at
+    /// first); wait for `/healthz` only. See [`Sluice::wait_readyz`].
+    pub async fn start_unready(body: &str) -> Self {
+        let mut s = Self::configure(body, "");
+        s.launch();
+        s.wait_for("/healthz").await;
+        s
+    }
+
+    fn configure(body: &str, server_extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("sluice.yaml");
@@ -68,19 +83,22 @@ impl Sluice {
             dir.path().join("data").display()
         );
         std::fs::write(&config, text).unwrap();
-        let mut s = Self {
+        Self {
             dir,
             config,
             addr,
             child: None,
             client: reqwest::Client::new(),
-        };
-        s.spawn().await;
-        s
+        }
     }
 
     /// Start (again) on the same config and data directory; wait for `/readyz`.
     pub async fn spawn(&mut self) {
+        self.launch();
+        self.wait_for("/readyz").await;
+    }
+
+    fn launch(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -95,9 +113,13 @@ impl Sluice {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Wait up to 20 s for `path` to answer 200; fail if sluice exits.
+    async fn wait_for(&mut self, path: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
+            if let Ok(r) = self.client.get(self.url(path)).send().await {
                 if r.status() == 200 {
                     return;
                 }
@@ -107,10 +129,36 @@ impl Sluice {
             }
             assert!(
                 Instant::now() < deadline,
-                "sluice not ready: {}",
+                "sluice: no 200 from {path}: {}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Status and body of `/readyz` once `want` holds for them (or fail after
+    /// `timeout`, showing the last answer).
+    pub async fn wait_readyz(
+        &self,
+        timeout: Duration,
+        want: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> (u16, serde_json::Value) {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
+                let status = r.status().as_u16();
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                if want(status, &body) {
+                    return (status, body);
+                }
+                last = Some((status, body));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz did not settle: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

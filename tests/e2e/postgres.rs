@@ -2,14 +2,12 @@
 //! postgres://postgres@127.0.0.1:5432/test). Each test works in its own schema and
 //! drops it at the end.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio_postgres::{Client, NoTls};
 
-use crate::harness::{free_port, validate, Sluice, BIN};
+use crate::harness::{validate, Sluice};
 
 mod pipeline;
 
@@ -397,70 +395,6 @@ async fn refused_rows_are_dead_lettered_and_the_rest_is_stored() {
     assert_eq!(ns, expected);
 }
 
-/// A sluice process that need not become ready (the harness waits for `/readyz`).
-struct Unready {
-    _dir: tempfile::TempDir,
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Unready {
-    async fn start(body: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = dir.path().join("sluice.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "server:\n  listen: {addr}\n  data_dir: {}\n  shutdown_grace: 2s\n{body}",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "-c"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            _dir: dir,
-            child,
-            addr,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Poll `/readyz` until `want(status, body)` (or panic after `timeout`).
-    async fn wait_readyz(&self, timeout: Duration, want: impl Fn(u16, &Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        let mut last = (0, Value::Null);
-        loop {
-            if let Ok(r) = reqwest::get(self.url("/readyz")).await {
-                let status = r.status().as_u16();
-                let body: Value = r.json().await.unwrap_or(Value::Null);
-                if want(status, &body) {
-                    return body;
-                }
-                last = (status, body);
-            }
-            assert!(Instant::now() < deadline, "readyz stayed {last:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Unready {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The reason `/readyz` gives for target `name`, if it names it.
 fn reason_for(body: &Value, name: &str) -> Option<String> {
     body["targets"]
@@ -484,8 +418,8 @@ async fn a_missing_table_holds_events_until_it_exists() {
             "    columns:\n      n: { path: $.data.n, type: bigint }\n"
         )
     );
-    let sluice = Unready::start(&config).await;
-    let body = sluice
+    let sluice = Sluice::start_unready(&config).await;
+    let (_, body) = sluice
         .wait_readyz(Duration::from_secs(20), |status, body| {
             status == 503 && reason_for(body, "pg").is_some()
         })
@@ -576,8 +510,8 @@ async fn readyz_names_what_is_wrong_with_the_table_or_server() {
         target(&db, "nokey", "nokey", "    columns:\n      n: { path: $.data.n, type: bigint }\n"),
         target(&db, "texty", "texty", numeric),
     );
-    let sluice = Unready::start(&config).await;
-    let body = sluice
+    let sluice = Sluice::start_unready(&config).await;
+    let (_, body) = sluice
         .wait_readyz(Duration::from_secs(20), |status, body| {
             status == 503
                 && ["nokey", "texty", "down"]

@@ -5,8 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -14,7 +12,7 @@ use object_store::path::Path;
 use object_store::{Attribute, ObjectStore};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, Sluice, BIN};
+use crate::harness::Sluice;
 use crate::kafka;
 
 fn endpoint() -> String {
@@ -378,69 +376,21 @@ fn bad_s3_settings_are_errors() {
     }
 }
 
-/// sluice started by hand: the harness waits for `/readyz` 200, and this test
-/// needs to see 503 first.
-struct Unready {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Unready {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A missing bucket makes `/readyz` 503 naming the target and the reason; events
 /// wait, and arrive once the bucket exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_is_reported_until_it_exists() {
     let name = unique("later");
-    let dir = tempfile::tempdir().unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = dir.path().join("sluice.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server:\n  listen: {addr}\n  data_dir: {}\ntargets:\n{}rules:\n  - name: all\n    targets: [s3]\n",
-            dir.path().join("data").display(),
-            target(&name, "    batch: { max_wait: 100ms }\n")
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("sluice.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let sluice = Unready {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let http = reqwest::Client::new();
-    let url = |p: &str| format!("http://{}{p}", sluice.addr);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        if let Ok(r) = http.get(url("/readyz")).send().await {
-            if r.status() == 503 {
-                let body: Value = r.json().await.unwrap();
-                if body["targets"].is_array() {
-                    break body;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never named the missing bucket"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let sluice = Sluice::start_unready(&format!(
+        "targets:\n{}rules:\n  - name: all\n    targets: [s3]\n",
+        target(&name, "    batch: { max_wait: 100ms }\n")
+    ))
+    .await;
+    let (_, body) = sluice
+        .wait_readyz(Duration::from_secs(20), |status, body| {
+            status == 503 && body["targets"].is_array()
+        })
+        .await;
     let t = &body["targets"][0];
     assert_eq!(t["target"], "s3", "{body}");
     let reason = t["reason"].as_str().unwrap();
@@ -450,20 +400,20 @@ async fn a_missing_bucket_is_reported_until_it_exists() {
         "{reason}"
     );
     // Events are accepted meanwhile, and wait.
-    let r = http
-        .post(url("/events"))
-        .header("content-type", "application/cloudevents+json")
-        .body(json!({"specversion": "1.0", "id": "w-1", "source": "/t", "type": "t", "data": {"x": 1}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let e =
+        json!({"specversion": "1.0", "id": "w-1", "source": "/t", "type": "t", "data": {"x": 1}});
+    assert_eq!(sluice.post_structured(&e).await.status(), 202);
 
     let root = std::env::var("SLUICE_TEST_S3_ROOT").unwrap();
     std::fs::create_dir(std::path::Path::new(&root).join(&name)).unwrap();
     let objects = wait_lines(&client(&name), 1, Duration::from_secs(30)).await;
     assert_eq!(objects[0].lines[0]["id"], "w-1");
-    let r = http.get(url("/readyz")).send().await.unwrap();
+    let r = sluice
+        .client
+        .get(sluice.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 

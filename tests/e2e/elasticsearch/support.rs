@@ -2,7 +2,6 @@
 //! sluice that is not expected to become ready, and a gateway in front of the
 //! cluster.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use serde_json::{json, Value};
 use sluice_router::event::{Event, EventFields};
 use sluice_router::template::event_key;
 
-use crate::harness::{free_port, Sluice, BIN};
+use crate::harness::Sluice;
 
 pub fn es() -> String {
     std::env::var("SLUICE_TEST_ELASTICSEARCH").unwrap_or_else(|_| "http://127.0.0.1:19200".into())
@@ -125,87 +124,6 @@ pub async fn wait_delivered(sluice: &Sluice, name: &str, n: u64, timeout: Durati
             "waited for {n} deliveries in {name}: {stats}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A sluice process for a config under which `/readyz` is not expected to be 200.
-pub struct Unready {
-    child: Child,
-    pub addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Unready {
-    pub fn start(body: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let config = dir.path().join("sluice.yaml");
-        let data = dir.path().join("data");
-        std::fs::write(
-            &config,
-            format!(
-                "server:\n  listen: {addr}\n  data_dir: {}\n{body}",
-                data.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "-c"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    /// Status and body of `/readyz` once `want` holds for them.
-    pub async fn readyz(
-        &self,
-        timeout: Duration,
-        want: impl Fn(u16, &Value) -> bool,
-    ) -> (u16, Value) {
-        let deadline = Instant::now() + timeout;
-        let mut last = None;
-        loop {
-            if let Ok(r) = reqwest::get(format!("http://{}/readyz", self.addr)).await {
-                let status = r.status().as_u16();
-                let body: Value = r.json().await.unwrap_or_default();
-                if want(status, &body) {
-                    return (status, body);
-                }
-                last = Some((status, body));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "/readyz did not settle: {last:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// POST a structured-mode event; the status.
-    pub async fn post(&self, event: &Value) -> u16 {
-        reqwest::Client::new()
-            .post(format!("http://{}/events", self.addr))
-            .header("content-type", "application/cloudevents+json")
-            .body(event.to_string())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-}
-
-impl Drop for Unready {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
