@@ -81,12 +81,7 @@ impl ElasticsearchSink {
                 Auth::Header(value)
             }
         };
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .pool_max_idle_per_host(config.concurrency)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = crate::http::client(config.timeout, config.concurrency)?;
         Ok(Self {
             client,
             root,

@@ -9,4 +9,4 @@ mod sink;
 pub use error::{check_bearer, ApiError};
 pub use ingest::{routes, IngestState};
 pub use sink::HttpSink;
-pub(crate) use sink::{humantime_secs, parse_retry_after, root_cause};
+pub(crate) use sink::{client, humantime_secs, parse_retry_after, root_cause};

@@ -34,12 +34,7 @@ impl HttpSink {
             let v = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
             headers.push((n, v));
         }
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .pool_max_idle_per_host(config.concurrency)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = client(config.timeout, config.concurrency)?;
         Ok(Self {
             client,
             url,
@@ -119,6 +114,17 @@ impl HttpSink {
         };
         SinkError::transient(message)
     }
+}
+
+/// The HTTP client of a target: `timeout` per request, up to `concurrency` idle
+/// connections kept, no Nagle delay.
+pub(crate) fn client(timeout: Duration, concurrency: usize) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn humantime_secs(d: Duration) -> String {
