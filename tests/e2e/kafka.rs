@@ -321,11 +321,21 @@ rules:\n  - name: all\n    targets: [fn]\n    retry: {{ max_attempts: 1000, back
 }
 
 pub async fn produce_numbered(topic: &str, range: std::ops::Range<u64>) {
+    produce(topic, range, |n| (format!("k{}", n % 101), json!({"n": n}))).await;
+}
+
+/// Produce one record per `n` in `range`, with the key and JSON value `record`
+/// gives; returns once the broker acknowledged them all.
+pub async fn produce(
+    topic: &str,
+    range: std::ops::Range<u64>,
+    record: impl Fn(u64) -> (String, serde_json::Value),
+) {
     let producer = producer();
     let mut pending = Vec::new();
     for n in range {
-        let payload = json!({"n": n}).to_string();
-        let key = format!("k{}", n % 101);
+        let (key, value) = record(n);
+        let payload = value.to_string();
         pending.push(
             producer
                 .send_result(FutureRecord::to(topic).key(&key).payload(&payload))

@@ -135,30 +135,15 @@ async fn wait_progress(db: &Db, n: i64, timeout: Duration) {
 
 /// Produce `count` records `{"n", "customer", "total", "kind"}` keyed by customer.
 async fn produce(topic: &str, count: u64, kept: impl Fn(u64) -> bool) {
-    use rdkafka::producer::FutureRecord;
-    let producer = kafka::producer();
-    let mut pending = Vec::new();
-    for n in 0..count {
+    kafka::produce(topic, 0..count, |n| {
         let customer = format!("c{}", n % 97);
-        let payload = json!({
+        let value = json!({
             "n": n,
             "customer": customer,
             "total": n as f64 * 1.5,
             "kind": if kept(n) { "order" } else { "test" },
-        })
-        .to_string();
-        pending.push(
-            producer
-                .send_result(FutureRecord::to(topic).key(&customer).payload(&payload))
-                .unwrap(),
-        );
-        if pending.len() >= 5000 {
-            for p in pending.drain(..) {
-                p.await.unwrap().map_err(|(e, _)| e).unwrap();
-            }
-        }
-    }
-    for p in pending {
-        p.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
+        });
+        (customer, value)
+    })
+    .await;
 }
