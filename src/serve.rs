@@ -90,7 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             target.concurrency(),
         );
         if let Some(batch) = target.batch() {
-            dispatcher = dispatcher.with_batches(batch);
+            dispatcher = dispatcher.with_batches(&batch);
         }
         dispatchers.spawn(dispatcher.run(shutdown.clone(), config.server.shutdown_grace));
     }

@@ -11,7 +11,7 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::rules::{RuleSet, Scratch};
-use crate::store::{Record, Store, StoreError};
+use crate::store::{Position, Progress, Record, Store, StoreError};
 use crate::template::event_key;
 
 /// Everything between a source and the dispatchers.
@@ -59,6 +59,21 @@ fn subscription(
         is_dead_letter,
         not_ready: std::sync::Mutex::new(None),
     }))
+}
+
+/// How a publish tells a replayed event from a new one.
+#[derive(Clone, Copy)]
+pub enum Replays<'a> {
+    /// By the event key (`source` + `id`): an event whose key was queued within
+    /// `server.dedupe_window` is dropped (see [`crate::store::Queue::enqueue_all`]).
+    ByKey,
+    /// By the source's own positions: the source skips what its stored positions
+    /// cover before publishing, and `positions` (key, position) are stored after
+    /// these events and made durable with them. No per-event index is kept.
+    ByPosition {
+        progress: &'a Progress,
+        positions: &'a [(Vec<u8>, i64)],
+    },
 }
 
 /// Why an engine could not be built.
@@ -154,16 +169,37 @@ impl Engine {
         &self.store
     }
 
+    /// How long a published event's key (or a source's position) is remembered to
+    /// drop replays; 0 when de-duplication is off.
+    pub fn dedupe_window_ms(&self) -> u64 {
+        self.dedupe_window_ms
+    }
+
     /// Match `events` against the rules of `bus`, write each into every matching
     /// subscription, and return once all of it is durable. Returns the number of
-    /// (event, subscription) pairs written.
+    /// (event, subscription) pairs written. Replays are recognised by event key.
     pub async fn publish(
         &self,
         bus: &str,
         source: &str,
         events: &[Event],
     ) -> Result<usize, PublishError> {
+        self.publish_with(bus, source, events, Replays::ByKey).await
+    }
+
+    /// [`Engine::publish`], with the way replays are recognised.
+    pub async fn publish_with(
+        &self,
+        bus: &str,
+        source: &str,
+        events: &[Event],
+        replays: Replays<'_>,
+    ) -> Result<usize, PublishError> {
         let now = now_ms();
+        let window_ms = match replays {
+            Replays::ByKey => self.dedupe_window_ms,
+            Replays::ByPosition { .. } => 0,
+        };
         let mut scratch = Scratch::default();
         let mut matched = Vec::new();
         // Each matching event once, then per subscription the events it gets, so
@@ -198,7 +234,7 @@ impl Engine {
                 .iter()
                 .map(|&i| (&records[i].0, &records[i].1))
                 .collect();
-            let queued = sub.queue.enqueue_all(&batch, self.dedupe_window_ms, now)?;
+            let queued = sub.queue.enqueue_all(&batch, window_ms, now)?;
             for (&i, queued) in list.iter().zip(queued) {
                 if queued {
                     written += 1;
@@ -214,6 +250,22 @@ impl Engine {
             .inc_by(events.len() as u64);
         if duplicates > 0 {
             self.metrics.duplicates(bus, source).inc_by(duplicates);
+        }
+        if let Replays::ByPosition {
+            progress,
+            positions,
+        } = replays
+        {
+            // After the records they cover: sled recovers writes in order.
+            for (key, position) in positions {
+                progress.put(
+                    key,
+                    Position {
+                        position: *position,
+                        written_ms: now,
+                    },
+                )?;
+            }
         }
         if written > 0 {
             self.store.commit().await?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, PublishError};
+use crate::engine::{Engine, PublishError, Replays};
 use crate::error::ErrorClass;
 use crate::event::Event;
 
@@ -29,6 +29,17 @@ impl SourceContext {
     /// Match, store and commit `events`; `Ok` means they are durable.
     pub async fn publish(&self, events: &[Event]) -> Result<usize, PublishError> {
         self.engine.publish(&self.bus, &self.name, events).await
+    }
+
+    /// [`SourceContext::publish`], recognising replays as `replays` says.
+    pub async fn publish_with(
+        &self,
+        events: &[Event],
+        replays: Replays<'_>,
+    ) -> Result<usize, PublishError> {
+        self.engine
+            .publish_with(&self.bus, &self.name, events, replays)
+            .await
     }
 
     /// Keep malformed input out of the bus: each event (the record as sluice could

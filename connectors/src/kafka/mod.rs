@@ -3,6 +3,7 @@
 //! in sluice's own code, so null or broken headers never panic.
 
 mod record;
+mod replay;
 mod sink;
 mod source;
 

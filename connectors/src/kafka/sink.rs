@@ -1,5 +1,8 @@
 //! The Kafka target: one record per event, through an idempotent producer; the
-//! delivery report is the success signal.
+//! delivery report is the success signal. The dispatcher hands over batches: every
+//! record of a batch is given to the producer at once (librdkafka groups them by
+//! partition, `linger` and compression), and each event is settled by its own
+//! report.
 
 use std::time::Duration;
 
@@ -126,5 +129,9 @@ impl Sink for KafkaSink {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(classify(&e)),
         }
+    }
+
+    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+        futures::future::join_all(events.iter().map(|e| self.deliver(e))).await
     }
 }

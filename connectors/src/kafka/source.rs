@@ -17,9 +17,12 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use sluice_router::config::{KafkaSourceConfig, KafkaStart, Malformed};
+use sluice_router::engine::{PublishError, Replays as EngineReplays};
 use sluice_router::source::{Source, SourceContext, SourceError};
+use sluice_router::store::StoreError;
 
 use super::record::{problem_of, record_to_event, RecordMapping};
+use super::replay::Replays;
 
 /// How long a batch waits for more records after its first.
 const BATCH_WAIT: Duration = Duration::from_millis(5);
@@ -167,6 +170,7 @@ pub struct KafkaSource {
     start_ms: Option<i64>,
     seeking: Arc<Mutex<HashSet<(String, i32)>>>,
     malformed: Malformed,
+    group: String,
 }
 
 fn context_start_ms(config: &KafkaSourceConfig) -> Option<i64> {
@@ -219,6 +223,7 @@ impl KafkaSource {
             start_ms: context_start_ms(config),
             seeking,
             malformed: config.malformed,
+            group: config.group.clone(),
         })
     }
 }
@@ -268,9 +273,99 @@ impl KafkaSource {
     }
 }
 
+/// A batch read for publishing: the events, the malformed records refused, and
+/// how many records were skipped as replays.
+struct Mapped {
+    events: Vec<sluice_router::event::Event>,
+    rejected: Vec<(sluice_router::event::Event, String)>,
+    positions: Vec<(Vec<u8>, i64)>,
+    replayed: u64,
+}
+
+impl KafkaSource {
+    /// Turn a batch into events, leaving out records before `start` and replays.
+    fn map_batch<M: Message>(
+        &self,
+        batch: &[M],
+        mut replays: Option<&mut Replays>,
+        cx: &SourceContext,
+    ) -> Result<Mapped, StoreError> {
+        let now = sluice_router::now_ms();
+        let mut mapped = Mapped {
+            events: Vec::with_capacity(batch.len()),
+            rejected: Vec::new(),
+            positions: Vec::new(),
+            replayed: 0,
+        };
+        for m in batch.iter().filter(|m| !self.before_start(*m)) {
+            if let Some(r) = replays.as_deref_mut() {
+                if r.seen(m, now)? {
+                    mapped.replayed += 1;
+                    continue;
+                }
+            }
+            let event = record_to_event(m, &self.mapping);
+            match (self.malformed, problem_of(&event)) {
+                (Malformed::Reject, Some(why)) => mapped.rejected.push((event, why)),
+                _ => mapped.events.push(event),
+            }
+        }
+        if let Some(r) = replays {
+            mapped.positions = r.after(batch, now)?;
+        }
+        if mapped.replayed > 0 {
+            tracing::debug!(source = %cx.name, replayed = mapped.replayed, "Records queued before were skipped.");
+        }
+        Ok(mapped)
+    }
+
+    /// Make a mapped batch durable: rejects, then events with their positions.
+    async fn publish(
+        &self,
+        mapped: Mapped,
+        replays: Option<&mut Replays>,
+        cx: &SourceContext,
+    ) -> Result<(), PublishError> {
+        cx.reject(mapped.rejected).await?;
+        match replays {
+            Some(r) => {
+                let by_position = EngineReplays::ByPosition {
+                    progress: r.progress(),
+                    positions: &mapped.positions,
+                };
+                cx.publish_with(&mapped.events, by_position).await?;
+                r.stored(&mapped.positions, sluice_router::now_ms());
+            }
+            None => {
+                cx.publish(&mapped.events).await?;
+            }
+        }
+        if mapped.replayed > 0 {
+            let metrics = &cx.engine.metrics;
+            metrics.received(&cx.bus, &cx.name).inc_by(mapped.replayed);
+            metrics
+                .duplicates(&cx.bus, &cx.name)
+                .inc_by(mapped.replayed);
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Source for KafkaSource {
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
+        let window_ms = cx.engine.dedupe_window_ms();
+        let mut replays = match cx.engine.store().progress(&cx.name) {
+            Ok(progress) if window_ms > 0 => Some(Replays::new(progress, &self.group, window_ms)),
+            Ok(_) => None,
+            Err(e) => {
+                return Err(SourceError {
+                    source_name: cx.name.clone(),
+                    message: e.to_string(),
+                    class: e.class(),
+                })
+            }
+        };
         loop {
             if cx.engine.backlog(&cx.bus) > self.max_backlog && !self.wait_for_backlog(&cx).await {
                 break;
@@ -300,23 +395,14 @@ impl Source for KafkaSource {
                     Err(_) => break,
                 }
             }
-            let mut events = Vec::with_capacity(batch.len());
-            let mut rejected = Vec::new();
-            for m in batch.iter().filter(|m| !self.before_start(*m)) {
-                let event = record_to_event(m, &self.mapping);
-                match (self.malformed, problem_of(&event)) {
-                    (Malformed::Reject, Some(why)) => rejected.push((event, why)),
-                    _ => events.push(event),
-                }
-            }
             // Durable first; an unavailable store is retried, never skipped.
             loop {
-                let done = match cx.reject(rejected.clone()).await {
-                    Ok(()) => cx.publish(&events).await,
-                    Err(e) => Err(e),
+                let done = match self.map_batch(&batch, replays.as_mut(), &cx) {
+                    Ok(mapped) => self.publish(mapped, replays.as_mut(), &cx).await,
+                    Err(e) => Err(e.into()),
                 };
                 match done {
-                    Ok(_) => break,
+                    Ok(()) => break,
                     Err(e) => {
                         tracing::error!(source = %cx.name, error = %e, "Publishing Kafka records failed; retrying.");
                         tokio::select! {

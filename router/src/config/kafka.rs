@@ -118,9 +118,7 @@ pub(super) fn validate_target(c: &mut Collector<'_>, i: usize, t: &KafkaTargetCo
             ),
         );
     }
-    if t.concurrency == 0 || t.concurrency > 100_000 {
-        c.push(format!("{at}.concurrency"), "must be between 1 and 100000");
-    }
+    super::storage::validate_batch(c, &at, &(&t.batch).into(), t.concurrency);
     if t.timeout.is_zero() {
         c.push(format!("{at}.timeout"), "must be greater than 0");
     }

@@ -436,7 +436,10 @@ fn validate_into(config: &Config, c: &mut Collector<'_>) {
             TargetConfig::Postgres(t) => storage::validate_postgres(c, i, t),
             TargetConfig::Elasticsearch(t) => storage::validate_elasticsearch(c, i, t),
             TargetConfig::S3(t) => storage::validate_s3(c, i, t),
-            TargetConfig::Discard(_) => {}
+            TargetConfig::Discard(t) => {
+                let at = format!("targets[{i}]");
+                storage::validate_batch(c, &at, &(&t.batch).into(), t.concurrency);
+            }
         }
     }
 

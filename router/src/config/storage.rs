@@ -40,6 +40,46 @@ impl Default for BatchConfig {
     }
 }
 
+/// Batching of a target that streams events one by one on the far side (`kafka`,
+/// `discard`): like [`BatchConfig`], but a batch goes out as soon as a delivery slot
+/// is free (`max_wait` 0s): the Kafka producer's own `linger` does the waiting, and
+/// a lone event should not sit in sluice. A separate type so that each key's
+/// default is right when only some are given.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamBatchConfig {
+    /// Events handed over together at most.
+    #[serde(default = "defaults::batch_max_events")]
+    pub max_events: usize,
+    /// Bytes of events (as stored, JSON) together at most.
+    #[serde(default = "defaults::batch_max_bytes")]
+    pub max_bytes: usize,
+    /// How long a batch that is not full waits for more events.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub max_wait: Duration,
+}
+
+impl Default for StreamBatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: defaults::batch_max_events(),
+            max_bytes: defaults::batch_max_bytes(),
+            max_wait: Duration::ZERO,
+        }
+    }
+}
+
+impl From<&StreamBatchConfig> for BatchConfig {
+    fn from(b: &StreamBatchConfig) -> Self {
+        Self {
+            max_events: b.max_events,
+            max_bytes: b.max_bytes,
+            max_wait: b.max_wait,
+        }
+    }
+}
+
 /// Insert events as rows of a PostgreSQL table, idempotently: every row carries the
 /// event's key (a UUID of `source` + `id`) under a unique constraint, so a
 /// redelivered event is skipped (or updated, with `upsert`).
@@ -336,12 +376,20 @@ pub enum ObjectCompression {
 pub struct DiscardTargetConfig {
     /// Name of the target, unique among targets.
     pub name: String,
-    /// Deliveries in flight at once, at most (per subscription).
-    #[serde(default = "defaults::concurrency")]
+    /// Batches confirmed at once, at most (per subscription).
+    #[serde(default = "defaults::stream_concurrency")]
     pub concurrency: usize,
+    /// How many events are confirmed together.
+    #[serde(default)]
+    pub batch: StreamBatchConfig,
 }
 
-fn validate_batch(c: &mut Collector<'_>, at: &str, batch: &BatchConfig, concurrency: usize) {
+pub(super) fn validate_batch(
+    c: &mut Collector<'_>,
+    at: &str,
+    batch: &BatchConfig,
+    concurrency: usize,
+) {
     if concurrency == 0 || concurrency > 256 {
         c.push(format!("{at}.concurrency"), "must be between 1 and 256");
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::storage::{
     BatchConfig, DiscardTargetConfig, ElasticsearchTargetConfig, PostgresTargetConfig,
-    S3TargetConfig,
+    S3TargetConfig, StreamBatchConfig,
 };
 
 /// A sluice configuration file.
@@ -272,12 +272,14 @@ impl TargetConfig {
     }
 
     /// How the target batches writes; `None`: one event per delivery.
-    pub fn batch(&self) -> Option<&BatchConfig> {
+    pub fn batch(&self) -> Option<BatchConfig> {
         match self {
-            Self::Postgres(t) => Some(&t.batch),
-            Self::Elasticsearch(t) => Some(&t.batch),
-            Self::S3(t) => Some(&t.batch),
-            Self::Http(_) | Self::Kafka(_) | Self::Discard(_) => None,
+            Self::Postgres(t) => Some(t.batch.clone()),
+            Self::Elasticsearch(t) => Some(t.batch.clone()),
+            Self::S3(t) => Some(t.batch.clone()),
+            Self::Kafka(t) => Some((&t.batch).into()),
+            Self::Discard(t) => Some((&t.batch).into()),
+            Self::Http(_) => None,
         }
     }
 }
@@ -311,9 +313,13 @@ pub struct KafkaTargetConfig {
     #[serde(default = "defaults::http_timeout", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub timeout: Duration,
-    /// Records in flight at most (per subscription).
-    #[serde(default = "defaults::kafka_concurrency")]
+    /// Batches in flight at most (per subscription); a batch's records are all
+    /// handed to the producer at once and settled by their own delivery reports.
+    #[serde(default = "defaults::stream_concurrency")]
     pub concurrency: usize,
+    /// How many events go to the producer together.
+    #[serde(default)]
+    pub batch: StreamBatchConfig,
     /// Extra librdkafka producer settings. Keys sluice owns are refused.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -619,8 +625,8 @@ pub mod defaults {
     pub fn kafka_linger() -> Duration {
         Duration::from_millis(5)
     }
-    pub fn kafka_concurrency() -> usize {
-        256
+    pub fn stream_concurrency() -> usize {
+        4
     }
     pub fn batch_max_events() -> usize {
         1000

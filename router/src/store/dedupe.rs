@@ -16,8 +16,10 @@
 //! dropped and the event lost); a record that lost its key (a replay would be
 //! queued twice) gets it back from [`Queue::repair_dedupe`] at start.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
+use super::chunk;
 use super::queue::{key, ser, DEDUPE_KEY, EXPIRY, READY};
 use super::{Queue, Record, StoreError};
 
@@ -58,32 +60,38 @@ impl Queue {
         window_ms: u64,
         now_ms: u64,
     ) -> Result<Vec<bool>, StoreError> {
-        if window_ms == 0 {
-            return events
-                .iter()
-                .map(|&(record, _)| self.enqueue(record).map(|_| true))
-                .collect();
-        }
-        let err = |e| StoreError::new("enqueue", e);
         let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
+        if window_ms == 0 {
+            let records: Vec<Vec<u8>> = events.iter().map(|&(r, _)| ser(r)).collect();
+            if !records.is_empty() {
+                self.append_chunk(&records)?;
+            }
+            return Ok(vec![true; events.len()]);
+        }
         let last = self.state.last_prune_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) >= PRUNE_EVERY_MS {
             self.state.last_prune_ms.store(now_ms, Ordering::Relaxed);
             self.expire(now_ms.saturating_sub(window_ms))?;
         }
         let mut queued = Vec::with_capacity(events.len());
+        let mut records = Vec::with_capacity(events.len());
+        let mut keys: Vec<&[u8; 16]> = Vec::with_capacity(events.len());
+        let mut taken: HashSet<&[u8; 16]> = HashSet::with_capacity(events.len());
         for &(record, event_key) in events {
-            if self.seen(event_key, window_ms, now_ms)? {
+            if taken.contains(event_key) || self.seen(event_key, window_ms, now_ms)? {
                 queued.push(false);
                 continue;
             }
-            let seq = self.db.generate_id().map_err(err)?;
-            self.tree
-                .insert(key(READY, &[seq]), ser(record))
-                .map_err(err)?;
-            self.remember(event_key, now_ms)?;
-            self.state.ready.fetch_add(1, Ordering::Relaxed);
+            records.push(ser(record));
+            taken.insert(event_key);
+            keys.push(event_key);
             queued.push(true);
+        }
+        if !records.is_empty() {
+            self.append_chunk(&records)?;
+        }
+        for event_key in keys {
+            self.remember(event_key, now_ms)?;
         }
         Ok(queued)
     }
@@ -107,30 +115,36 @@ impl Queue {
         let err = |e| StoreError::new("dedupe repair", e);
         let mut restored = 0;
         let mut intact = 0;
-        for item in self.tree.range(vec![READY]..vec![READY + 1]).rev() {
+        'chunks: for item in self.tree.range(vec![READY]..vec![READY + 1]).rev() {
             let (_, v) = item.map_err(err)?;
-            let Ok(record) = serde_json::from_slice::<Record>(&v) else {
+            let Ok(records) = chunk::records(&v) else {
                 continue;
             };
-            let Ok(event) = serde_json::from_str::<crate::event::Event>(record.event.get()) else {
-                continue;
-            };
-            let event_key = crate::template::event_key(&event).into_bytes();
-            if self
-                .tree
-                .get(dedupe_key(&event_key))
-                .map_err(err)?
-                .is_some()
-            {
-                intact += 1;
-                if intact >= REPAIR_SCAN {
-                    break;
+            for bytes in records.into_iter().rev() {
+                let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
+                    continue;
+                };
+                let Ok(event) = serde_json::from_str::<crate::event::Event>(record.event.get())
+                else {
+                    continue;
+                };
+                let event_key = crate::template::event_key(&event).into_bytes();
+                if self
+                    .tree
+                    .get(dedupe_key(&event_key))
+                    .map_err(err)?
+                    .is_some()
+                {
+                    intact += 1;
+                    if intact >= REPAIR_SCAN {
+                        break 'chunks;
+                    }
+                    continue;
                 }
-                continue;
+                intact = 0;
+                self.remember(&event_key, record.enqueued_ms)?;
+                restored += 1;
             }
-            intact = 0;
-            self.remember(&event_key, record.enqueued_ms)?;
-            restored += 1;
         }
         Ok(restored)
     }

@@ -4,8 +4,10 @@
 //! it was called, and one flush (one fsync) covers every write made before it by
 //! any number of concurrent callers. Nothing is acknowledged upstream before it.
 
+mod chunk;
 mod dedupe;
 mod plan;
+mod progress;
 mod queue;
 mod record;
 
@@ -15,6 +17,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use progress::{Position, Progress};
 pub use queue::{Leased, Queue, QueueStats, Settlement};
 pub use record::{DeadLetter, Record};
 
@@ -120,6 +123,11 @@ impl Store {
             &format!("rejects/{name}"),
             Committer(self.commits.clone()),
         )
+    }
+
+    /// The positions source `name` already queued (see [`Progress`]).
+    pub fn progress(&self, name: &str) -> Result<Progress, StoreError> {
+        Progress::open(&self.db, name)
     }
 
     /// Wait until every write made before this call is on disk.

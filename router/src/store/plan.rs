@@ -10,8 +10,8 @@
 //! batch's keys) and commits it before the upload, re-runs every plan left over at
 //! start, and removes a plan in the same atomic settlement as its events.
 
-use super::queue::{seq_of, PLAN};
-use super::{Leased, Queue, Record, StoreError};
+use super::queue::{key, PLAN};
+use super::{Leased, Queue, StoreError};
 
 /// A plan left from before a stop: its key and its events.
 pub type Plan = (Vec<u8>, Vec<Leased>);
@@ -20,9 +20,11 @@ impl Queue {
     /// Durably record that `keys` (leased, in flight) form one batch. Returns the
     /// plan's key, to settle with [`super::Settlement::PlanDone`].
     pub async fn plan(&self, keys: &[&[u8]]) -> Result<Vec<u8>, StoreError> {
-        let first = keys.iter().map(|k| seq_of(k)).min().unwrap_or(0);
-        let mut plan_key = vec![PLAN];
-        plan_key.extend_from_slice(&first.to_be_bytes());
+        let id = self
+            .db
+            .generate_id()
+            .map_err(|e| StoreError::new("plan batch", e))?;
+        let plan_key = key(PLAN, &[id]);
         let mut value = Vec::with_capacity(keys.len() * 18);
         for k in keys {
             value.push(k.len() as u8);
@@ -47,14 +49,7 @@ impl Queue {
                 let len = usize::from(len).min(tail.len());
                 let (key, tail) = tail.split_at(len);
                 rest = tail;
-                let Some(v) = self
-                    .tree
-                    .get(key)
-                    .map_err(|e| StoreError::new("read plans", e))?
-                else {
-                    continue;
-                };
-                if let Ok(record) = serde_json::from_slice::<Record>(&v) {
+                if let Some(record) = self.read(key)? {
                     batch.push(Leased {
                         key: key.to_vec(),
                         record,

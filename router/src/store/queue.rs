@@ -1,25 +1,30 @@
 //! One subscription's queue inside the shared sled database.
 //!
 //! Key layout of tree `sub/<name>` (chosen so each part is an ordered range scan):
-//! - `r` + seq (u64 BE)               -> [`Record`]: ready, oldest first
-//! - `d` + due ms (u64 BE) + seq      -> [`Record`]: waiting for a retry, earliest first
-//! - `x` + seq                        -> [`DeadLetter`]
+//! - `r` + seq (u64 BE)               -> a chunk of ready events, oldest first, and
+//!   `s` + seq -> which of them are settled (see [`super::chunk`]); an event in
+//!   it is addressed as `r` + seq + index (u32 BE)
+//! - `d` + due ms (u64 BE) + identity -> [`Record`]: waiting for a retry, earliest
+//!   first; identity is the seq + index the event had when ready
+//! - `x` + id (u64 BE)                -> [`DeadLetter`], in the order they died
 //! - `c` + counter name               -> u64 BE: delivered, retried, dead-lettered totals
-//! - `p` + first seq (u64 BE)         -> a batch plan: the keys of a batch in flight
+//! - `p` + id (u64 BE)                -> a batch plan: the keys of a batch in flight
 //!   (see [`super::plan`])
 //! - `k` + event key, `t` + ms + event key -> recently queued events, for
 //!   de-duplication (see [`super::dedupe`])
 //!
-//! Sequence numbers come from sled's persistent id generator, so they grow across
-//! restarts. Depth is counted once at open and then kept in memory; counters are
-//! written in the same batch as the settlement they count, so they survive restart.
+//! Sequence numbers and ids come from sled's persistent id generator, so they grow
+//! across restarts. Depth is counted once at open and then kept in memory; counters
+//! are written in the same batch as the settlement they count, so they survive
+//! restart.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use super::chunk::{self, Settled, SETTLED};
 use super::record::{DeadLetter, Record};
 use super::StoreError;
 
@@ -152,6 +157,22 @@ impl Queue {
             .open_tree(tree_name)
             .map_err(|e| StoreError::new("open queue", e))?;
         let count = |kind: u8| tree.scan_prefix([kind]).keys().count() as u64;
+        let count_ready = || -> Result<u64, StoreError> {
+            let err = |e| StoreError::new("open queue", e);
+            let mut settled: HashMap<Vec<u8>, u64> = HashMap::new();
+            for item in tree.scan_prefix([SETTLED]) {
+                let (k, v) = item.map_err(err)?;
+                let n = u64::from(Settled::from_bytes(&v).count());
+                settled.insert(k[1..].to_vec(), n);
+            }
+            let mut ready = 0u64;
+            for item in tree.scan_prefix([READY]) {
+                let (k, v) = item.map_err(err)?;
+                let done = settled.get(&k[1..]).copied().unwrap_or(0);
+                ready += u64::from(chunk::count(&v)).saturating_sub(done);
+            }
+            Ok(ready)
+        };
         let counter = |name: &str| -> Result<u64, StoreError> {
             let v = tree
                 .get(counter_key(name))
@@ -168,7 +189,7 @@ impl Queue {
             dead_lettered: counter("dead_lettered")?,
         };
         let state = State {
-            ready: AtomicU64::new(count(READY)),
+            ready: AtomicU64::new(count_ready()?),
             delayed: AtomicU64::new(count(DELAYED)),
             dead: AtomicU64::new(count(DEAD)),
             totals: Mutex::new(totals),
@@ -185,17 +206,59 @@ impl Queue {
 
     /// Append an event. Not durable until [`super::Store::commit`] returns.
     pub fn enqueue(&self, record: &Record) -> Result<u64, StoreError> {
-        let value = ser(record);
         let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
+        self.append_chunk(&[ser(record)])
+    }
+
+    /// Append serialised records as one chunk; returns its seq. The caller holds
+    /// `state.append`, so chunks become visible in seq order.
+    pub(super) fn append_chunk(&self, records: &[Vec<u8>]) -> Result<u64, StoreError> {
         let seq = self
             .db
             .generate_id()
             .map_err(|e| StoreError::new("enqueue", e))?;
         self.tree
-            .insert(key(READY, &[seq]), value)
+            .insert(chunk::chunk_key(seq), chunk::encode(records))
             .map_err(|e| StoreError::new("enqueue", e))?;
-        self.state.ready.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .ready
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         Ok(seq)
+    }
+
+    /// Which records of chunk `seq` are settled.
+    fn settled(&self, seq: u64) -> Result<Settled, StoreError> {
+        let v = self
+            .tree
+            .get(chunk::settled_key(seq))
+            .map_err(|e| StoreError::new("read queue", e))?;
+        Ok(v.map(|v| Settled::from_bytes(&v)).unwrap_or_default())
+    }
+
+    /// The record under a leased key (a chunk entry or a retry), if it is still
+    /// there and unsettled.
+    pub(super) fn read(&self, k: &[u8]) -> Result<Option<Record>, StoreError> {
+        let err = |e| StoreError::new("read queue", e);
+        let bytes = match chunk::parse_entry(k) {
+            Some((seq, index)) => {
+                let Some(v) = self.tree.get(chunk::chunk_key(seq)).map_err(err)? else {
+                    return Ok(None);
+                };
+                if self.settled(seq)?.has(index) {
+                    return Ok(None);
+                }
+                let records = chunk::records(&v).map_err(|e| StoreError::new("read queue", e))?;
+                match records.get(index as usize) {
+                    Some(r) => r.to_vec(),
+                    None => return Ok(None),
+                }
+            }
+            None => match self.tree.get(k).map_err(err)? {
+                Some(v) => v.to_vec(),
+                None => return Ok(None),
+            },
+        };
+        Ok(serde_json::from_slice(&bytes).ok())
     }
 
     /// Up to `max` events to deliver: retries that are due (earliest first), then
@@ -208,63 +271,96 @@ impl Queue {
         in_flight: &HashSet<Vec<u8>>,
         ready_after: Option<&[u8]>,
     ) -> Result<Vec<Leased>, StoreError> {
+        let err = |e| StoreError::new("lease", e);
         let mut out = Vec::new();
         let due_end = key(DELAYED, &[now_ms.saturating_add(1)]);
-        let ready_start = match ready_after {
-            Some(k) => {
-                let mut start = k.to_vec();
-                start.push(0);
-                start
+        for item in self.tree.range(vec![DELAYED]..due_end) {
+            if out.len() >= max {
+                return Ok(out);
             }
-            None => vec![READY],
-        };
-        let sources = [
-            self.tree.range(vec![DELAYED]..due_end),
-            self.tree.range(ready_start..vec![READY + 1]),
-        ];
-        for iter in sources {
-            for item in iter {
+            let (k, v) = item.map_err(err)?;
+            if in_flight.contains(k.as_ref()) {
+                continue;
+            }
+            self.take(&k, &v, &mut out)?;
+        }
+        // Ready chunks from the one holding the cursor on; in that chunk, only the
+        // records after it.
+        let after = ready_after.and_then(chunk::parse_entry);
+        let start = after.map_or(vec![READY], |(seq, _)| chunk::chunk_key(seq));
+        for item in self.tree.range(start..vec![READY + 1]) {
+            if out.len() >= max {
+                return Ok(out);
+            }
+            let (k, v) = item.map_err(err)?;
+            let seq = seq_of(&k);
+            let records = match chunk::records(&v) {
+                Ok(r) => r,
+                Err(e) => {
+                    // A chunk this version cannot read must not block the queue.
+                    tracing::error!(error = %e, "Unreadable chunk moved to dead letters.");
+                    self.quarantine_chunk(seq, &v, &e)?;
+                    continue;
+                }
+            };
+            let settled = self.settled(seq)?;
+            let first = match after {
+                Some((s, index)) if s == seq => index.saturating_add(1),
+                _ => 0,
+            };
+            for (index, bytes) in records.iter().enumerate().skip(first as usize) {
+                let index = index as u32;
+                if settled.has(index) {
+                    continue;
+                }
+                let entry = chunk::entry_key(seq, index);
+                if in_flight.contains(&entry) {
+                    continue;
+                }
                 if out.len() >= max {
                     return Ok(out);
                 }
-                let (k, v) = item.map_err(|e| StoreError::new("lease", e))?;
-                if in_flight.contains(k.as_ref()) {
-                    continue;
-                }
-                match serde_json::from_slice::<Record>(&v) {
-                    Ok(record) => out.push(Leased {
-                        key: k.to_vec(),
-                        record,
-                    }),
-                    Err(e) => {
-                        // A record this version cannot read must not block the
-                        // queue: keep its bytes in the dead-letter list.
-                        tracing::error!(error = %e, "Unreadable record moved to dead letters.");
-                        self.quarantine(&k, &v, &e.to_string())?;
-                    }
-                }
+                self.take(&entry, bytes, &mut out)?;
             }
         }
         Ok(out)
     }
 
-    fn quarantine(&self, k: &[u8], v: &[u8], error: &str) -> Result<(), StoreError> {
-        let raw = serde_json::value::RawValue::from_string(
-            serde_json::to_string(&String::from_utf8_lossy(v)).unwrap_or_default(),
-        )
-        .map_err(|e| StoreError::new("quarantine", e))?;
-        let letter = DeadLetter {
-            seq: seq_of(k),
-            dead_lettered_ms: 0,
-            reason: format!("unreadable record: {error}"),
-            last_status: None,
-            body_excerpt: None,
-            record: Record::new(raw, 0),
-        };
-        self.settle(vec![Settlement::DeadLetter {
-            key: k.to_vec(),
-            letter,
-        }])
+    /// Lease the record `bytes` under `k`, or move it to the dead letters if this
+    /// version cannot read it (it must not block the queue).
+    fn take(&self, k: &[u8], bytes: &[u8], out: &mut Vec<Leased>) -> Result<(), StoreError> {
+        match serde_json::from_slice::<Record>(bytes) {
+            Ok(record) => out.push(Leased {
+                key: k.to_vec(),
+                record,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "Unreadable record moved to dead letters.");
+                self.settle(vec![Settlement::DeadLetter {
+                    key: k.to_vec(),
+                    letter: unreadable(bytes, &e.to_string()),
+                }])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A whole chunk that cannot be split into records becomes one dead letter.
+    fn quarantine_chunk(&self, seq: u64, v: &[u8], error: &str) -> Result<(), StoreError> {
+        let err = |e| StoreError::new("quarantine", e);
+        let id = self.db.generate_id().map_err(err)?;
+        let mut letter = unreadable(v, error);
+        letter.seq = id;
+        let unsettled =
+            u64::from(chunk::count(v)).saturating_sub(u64::from(self.settled(seq)?.count()));
+        let mut batch = sled::Batch::default();
+        batch.remove(chunk::chunk_key(seq));
+        batch.remove(chunk::settled_key(seq));
+        batch.insert(key(DEAD, &[id]), ser(&letter));
+        self.tree.apply_batch(batch).map_err(err)?;
+        add(&self.state.ready, -(unsettled as i64));
+        add(&self.state.dead, 1);
+        Ok(())
     }
 
     /// The due time of the earliest scheduled retry that is not in `in_flight`.
@@ -283,20 +379,28 @@ impl Queue {
 
     /// Apply outcomes in one atomic batch, counters included.
     pub fn settle(&self, outcomes: Vec<Settlement>) -> Result<(), StoreError> {
+        let err = |e| StoreError::new("settle", e);
         let mut totals = self.state.totals.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = *totals;
         let mut batch = sled::Batch::default();
         let (mut ready, mut delayed, mut dead) = (0i64, 0i64, 0i64);
-        let mut removed = |k: &[u8], delayed: &mut i64| match k.first() {
-            Some(&READY) => ready -= 1,
-            Some(&DELAYED) => *delayed -= 1,
-            _ => {}
+        // Per chunk, the indexes settled now.
+        let mut in_chunks: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        let mut leave = |k: &[u8], batch: &mut sled::Batch| {
+            match chunk::parse_entry(k) {
+                Some((seq, index)) => in_chunks.entry(seq).or_default().push(index),
+                None => batch.remove(k),
+            }
+            match k.first() {
+                Some(&READY) => ready -= 1,
+                Some(&DELAYED) => delayed -= 1,
+                _ => {}
+            }
         };
         for outcome in outcomes {
             match outcome {
                 Settlement::Delivered { key } => {
-                    removed(&key, &mut delayed);
-                    batch.remove(key);
+                    leave(&key, &mut batch);
                     next.delivered += 1;
                 }
                 Settlement::Retry {
@@ -304,22 +408,36 @@ impl Queue {
                     record,
                     due_ms,
                 } => {
-                    removed(&k, &mut delayed);
-                    let seq = seq_of(&k);
-                    batch.remove(k);
-                    batch.insert(key(DELAYED, &[due_ms, seq]), ser(&record));
-                    delayed += 1;
+                    leave(&k, &mut batch);
+                    let mut retry_key = key(DELAYED, &[due_ms]);
+                    retry_key.extend_from_slice(identity(&k));
+                    batch.insert(retry_key, ser(&record));
                     next.retried += 1;
                 }
                 Settlement::DeadLetter { key: k, mut letter } => {
-                    removed(&k, &mut delayed);
-                    letter.seq = seq_of(&k);
-                    batch.remove(k);
+                    leave(&k, &mut batch);
+                    letter.seq = self.db.generate_id().map_err(err)?;
                     batch.insert(key(DEAD, &[letter.seq]), ser(&letter));
                     dead += 1;
                     next.dead_lettered += 1;
                 }
                 Settlement::PlanDone { key } => batch.remove(key),
+            }
+        }
+        delayed += next.retried.saturating_sub(totals.retried) as i64;
+        for (seq, indexes) in in_chunks {
+            let Some(v) = self.tree.get(chunk::chunk_key(seq)).map_err(err)? else {
+                continue;
+            };
+            let mut settled = self.settled(seq)?;
+            for i in indexes {
+                settled.set(i);
+            }
+            if settled.count() >= chunk::count(&v) {
+                batch.remove(chunk::chunk_key(seq));
+                batch.remove(chunk::settled_key(seq));
+            } else {
+                batch.insert(chunk::settled_key(seq), settled.bytes());
             }
         }
         batch.insert(counter_key("delivered"), &next.delivered.to_be_bytes());
@@ -328,9 +446,7 @@ impl Queue {
             counter_key("dead_lettered"),
             &next.dead_lettered.to_be_bytes(),
         );
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| StoreError::new("settle", e))?;
+        self.tree.apply_batch(batch).map_err(err)?;
         *totals = next;
         add(&self.state.ready, ready);
         add(&self.state.delayed, delayed);
@@ -386,11 +502,12 @@ impl Queue {
     /// Move dead letters back to the ready queue with a fresh attempt history;
     /// `only` limits it to those seqs. Returns how many moved.
     pub fn redrive(&self, only: Option<&[u64]>) -> Result<u64, StoreError> {
-        let mut moved = 0u64;
+        let err = |e| StoreError::new("redrive", e);
         let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
         let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
         for item in self.tree.scan_prefix([DEAD]) {
-            let (k, v) = item.map_err(|e| StoreError::new("redrive", e))?;
+            let (k, v) = item.map_err(err)?;
             if only.is_some_and(|seqs| !seqs.contains(&seq_of(&k))) {
                 continue;
             }
@@ -401,17 +518,16 @@ impl Queue {
             record.attempts.clear();
             record.last_error = None;
             record.enqueued_ms = crate::now_ms();
-            let seq = self
-                .db
-                .generate_id()
-                .map_err(|e| StoreError::new("redrive", e))?;
             batch.remove(k);
-            batch.insert(key(READY, &[seq]), ser(&record));
-            moved += 1;
+            records.push(ser(&record));
         }
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| StoreError::new("redrive", e))?;
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let seq = self.db.generate_id().map_err(err)?;
+        batch.insert(chunk::chunk_key(seq), chunk::encode(&records));
+        self.tree.apply_batch(batch).map_err(err)?;
+        let moved = records.len() as u64;
         add(&self.state.dead, -(moved as i64));
         add(&self.state.ready, moved as i64);
         Ok(moved)
@@ -443,5 +559,30 @@ fn add(counter: &AtomicU64, delta: i64) {
         counter.fetch_add(delta as u64, Ordering::Relaxed);
     } else {
         counter.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
+/// What a retry key keeps of the key an event had: seq + index for a chunk entry,
+/// whatever follows the due time for a retry.
+fn identity(k: &[u8]) -> &[u8] {
+    match k.first() {
+        Some(&DELAYED) => k.get(9..).unwrap_or_default(),
+        _ => k.get(1..).unwrap_or_default(),
+    }
+}
+
+/// A dead letter for stored bytes this version cannot read, kept as text.
+fn unreadable(bytes: &[u8], error: &str) -> DeadLetter {
+    let text = serde_json::to_string(&String::from_utf8_lossy(bytes)).unwrap_or_default();
+    // A JSON string is valid JSON; `null` only if that ever failed.
+    let raw = serde_json::value::RawValue::from_string(text)
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+    DeadLetter {
+        seq: 0,
+        dead_lettered_ms: crate::now_ms(),
+        reason: format!("unreadable record: {error}"),
+        last_status: None,
+        body_excerpt: None,
+        record: Record::new(raw, 0),
     }
 }

@@ -1,0 +1,103 @@
+//! How the Kafka source recognises records it already queued: per group and
+//! partition, the highest offset made durable (a [`Progress`] position) instead of
+//! an index entry per event. After a crash the uncommitted tail is read again and
+//! skipped up to that offset; past `server.dedupe_window` after it was written a
+//! position no longer counts, so offsets rewound on purpose are read again.
+
+use std::collections::HashMap;
+
+use rdkafka::message::Message;
+use sluice_router::store::{Position, Progress, StoreError};
+
+/// The positions of one source, cached in memory after their first read.
+pub(super) struct Replays {
+    progress: Progress,
+    group: String,
+    window_ms: u64,
+    /// Per position key, what the store holds (None: nothing yet).
+    known: HashMap<Vec<u8>, Option<Position>>,
+}
+
+impl Replays {
+    pub(super) fn new(progress: Progress, group: &str, window_ms: u64) -> Self {
+        Self {
+            progress,
+            group: group.to_owned(),
+            window_ms,
+            known: HashMap::new(),
+        }
+    }
+
+    pub(super) fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// `group` NUL `topic` NUL partition (i32 BE): a new group starts afresh.
+    fn key(&self, topic: &str, partition: i32) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.group.len() + topic.len() + 6);
+        k.extend_from_slice(self.group.as_bytes());
+        k.push(0);
+        k.extend_from_slice(topic.as_bytes());
+        k.push(0);
+        k.extend_from_slice(&partition.to_be_bytes());
+        k
+    }
+
+    /// The live position of a partition: stored within the window.
+    fn live(&mut self, key: &[u8], now_ms: u64) -> Result<Option<i64>, StoreError> {
+        let at = match self.known.get(key) {
+            Some(at) => *at,
+            None => {
+                let at = self.progress.get(key)?;
+                self.known.insert(key.to_vec(), at);
+                at
+            }
+        };
+        Ok(at
+            .filter(|at| at.written_ms.saturating_add(self.window_ms) > now_ms)
+            .map(|at| at.position))
+    }
+
+    /// Whether `m` was queued before (its offset is covered by a live position).
+    pub(super) fn seen<M: Message>(&mut self, m: &M, now_ms: u64) -> Result<bool, StoreError> {
+        let key = self.key(m.topic(), m.partition());
+        Ok(self
+            .live(&key, now_ms)?
+            .is_some_and(|covered| m.offset() <= covered))
+    }
+
+    /// The positions to store after publishing `batch`: per partition, its highest
+    /// offset there (never below a live position, so skipping a replayed batch does
+    /// not lower the mark).
+    pub(super) fn after<M: Message>(
+        &mut self,
+        batch: &[M],
+        now_ms: u64,
+    ) -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
+        let mut out: Vec<(Vec<u8>, i64)> = Vec::new();
+        for m in batch {
+            let key = self.key(m.topic(), m.partition());
+            match out.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, at)) => *at = (*at).max(m.offset()),
+                None => {
+                    let live = self.live(&key, now_ms)?.unwrap_or(i64::MIN);
+                    out.push((key, m.offset().max(live)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remember what was just stored.
+    pub(super) fn stored(&mut self, positions: &[(Vec<u8>, i64)], now_ms: u64) {
+        for (key, position) in positions {
+            self.known.insert(
+                key.clone(),
+                Some(Position {
+                    position: *position,
+                    written_ms: now_ms,
+                }),
+            );
+        }
+    }
+}
