@@ -58,8 +58,9 @@ pub struct ServerConfig {
     #[serde(default)]
     pub auth: AuthConfig,
     /// An event published again with the same `source` and `id` within this time
-    /// (a Kafka replay after a crash, an HTTP client's retry) is dropped as a
-    /// duplicate instead of being delivered twice. `0s` turns this off.
+    /// (an HTTP client's retry) is dropped as a duplicate instead of being
+    /// delivered twice; a Kafka source skips records it re-reads after a crash by
+    /// offset, for the same time. `0s` turns both off.
     #[serde(default = "defaults::dedupe_window", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub dedupe_window: Duration,

@@ -1,11 +1,12 @@
 //! De-duplication of queued events by their key (`source` + `id`), per queue.
 //!
 //! CloudEvents lets consumers treat two events with the same `source` and `id` as
-//! the same event. Sources replay: the Kafka source after a crash re-reads the
-//! records whose offsets were not yet committed, an HTTP client retries a POST whose
-//! answer it lost. Without this index each replay would be queued again and reach
-//! the target a second time; with it, a replay within the window is not queued,
-//! which is what lets an S3 target put every event in exactly one object.
+//! the same event. Sources replay: an HTTP client retries a POST whose answer it
+//! lost. Without this index each replay would be queued again and reach the target
+//! a second time; with it, a replay within the window is not queued, which is what
+//! lets an S3 target put every event in exactly one object. (A source that numbers
+//! its input, the Kafka source, recognises its replays by position instead, at a
+//! fraction of the cost: see [`super::progress`].)
 //!
 //! In the queue's own tree:
 //! - `k` + event key (16 bytes)          -> first-seen ms (u64 BE)
