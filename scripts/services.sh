@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The test services, installed once into a cache and started on loopback:
-# - Kafka: tansu, built from crates.io (~15 minutes on 2 cores), on 127.0.0.1:19092;
+# - Kafka: tansu, built from crates.io (~15 minutes on 2 cores) with one fix to its
+#   group coordinator (scripts/tansu-group-expiry.patch: as released, a member
+#   whose session expires is dropped without a rebalance, so its partitions are
+#   never reassigned and a killed sluice's partitions would wait for it forever),
+#   on 127.0.0.1:19092;
 # - S3: s3s-fs, built from crates.io, serving a temp folder on 127.0.0.1:19000;
 # - OpenSearch API: osmem-server from PyPI (in a venv), on 127.0.0.1:19200;
 # - PostgreSQL: the machine's server (127.0.0.1:5432, trust auth); each test makes
@@ -12,7 +16,11 @@
 # (as CI makes) reuses them; `tools/` in the repo links to the cache.
 TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
 TANSU_VERSION=0.6.0
-TANSU="$TOOLS/tansu-$TANSU_VERSION/bin/tansu"
+# The build's folder names the patch, so a build without it is not reused.
+TANSU_BUILD="tansu-$TANSU_VERSION-group-expiry"
+TANSU_BROKER_SHA256=93c1e91b40c2a706dfdbe9a795c08c70918c874ad23f6e0e87564cc0a180e720
+TANSU="$TOOLS/$TANSU_BUILD/bin/tansu"
+SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 S3S_VERSION=0.14.1
 S3S="$TOOLS/s3s-fs-$S3S_VERSION/bin/s3s-fs"
 OSMEM_VERSION=0.1.6
@@ -30,12 +38,21 @@ trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -z "$S3_R
 
 install_tansu() {
   if [ ! -x "$TANSU" ]; then
-    echo "==> building tansu $TANSU_VERSION (once; cached in $TOOLS)"
+    echo "==> building tansu $TANSU_VERSION with scripts/tansu-group-expiry.patch (once; cached in $TOOLS)"
+    local src
+    src="$(mktemp -d)"
+    curl -sSfL -o "$src/broker.crate" \
+      "https://static.crates.io/crates/tansu-broker/tansu-broker-$TANSU_VERSION.crate"
+    echo "$TANSU_BROKER_SHA256  $src/broker.crate" | sha256sum --check --quiet
+    tar xzf "$src/broker.crate" -C "$src"
+    patch --quiet -d "$src/tansu-broker-$TANSU_VERSION" -p1 < "$SCRIPTS/tansu-group-expiry.patch"
     cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features \
-      --features dynostore --root "$TOOLS/tansu-$TANSU_VERSION"
+      --features dynostore --root "$TOOLS/$TANSU_BUILD" \
+      --config "patch.crates-io.tansu-broker.path='$src/tansu-broker-$TANSU_VERSION'"
+    rm -rf "$src"
   fi
   mkdir -p tools
-  ln -sfn "$TOOLS/tansu-$TANSU_VERSION" tools/tansu
+  ln -sfn "$TOOLS/$TANSU_BUILD" tools/tansu
 }
 
 install_s3s() {

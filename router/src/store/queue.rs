@@ -429,11 +429,18 @@ impl Queue {
             let Some(v) = self.tree.get(chunk::chunk_key(seq)).map_err(err)? else {
                 continue;
             };
-            let mut settled = self.settled(seq)?;
+            // Each leased entry is settled once, so as many indexes as records
+            // means all of them (no bitmap to read).
+            let all = indexes.len() as u32 >= chunk::count(&v);
+            let mut settled = if all {
+                Settled::default()
+            } else {
+                self.settled(seq)?
+            };
             for i in indexes {
                 settled.set(i);
             }
-            if settled.count() >= chunk::count(&v) {
+            if all || settled.count() >= chunk::count(&v) {
                 batch.remove(chunk::chunk_key(seq));
                 batch.remove(chunk::settled_key(seq));
             } else {
