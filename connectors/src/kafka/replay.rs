@@ -101,3 +101,50 @@ impl Replays {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::OwnedMessage;
+    use rdkafka::Timestamp;
+    use sluice_router::store::Store;
+
+    use super::*;
+
+    fn record(partition: i32, offset: i64) -> OwnedMessage {
+        let ts = Timestamp::CreateTime(0);
+        OwnedMessage::new(None, None, "t".into(), ts, partition, offset, None)
+    }
+
+    #[test]
+    fn offsets_up_to_a_stored_position_are_replays_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut r = Replays::new(store.progress("src").unwrap(), "g", 1_000);
+        let batch = [record(0, 5), record(0, 6), record(1, 9)];
+        assert!(!r.seen(&batch[0], 100).unwrap(), "nothing stored yet");
+        let positions = r.after(&batch, 100).unwrap();
+        assert_eq!(positions.iter().map(|p| p.1).collect::<Vec<_>>(), [6, 9]);
+        for (key, at) in &positions {
+            let at = Position {
+                position: *at,
+                written_ms: 100,
+            };
+            r.progress().put(key, at).unwrap();
+        }
+        r.stored(&positions, 100);
+
+        // After a restart (a fresh cache), from the store.
+        let mut r = Replays::new(store.progress("src").unwrap(), "g", 1_000);
+        assert!(r.seen(&record(0, 6), 500).unwrap());
+        assert!(r.seen(&record(1, 3), 500).unwrap());
+        assert!(!r.seen(&record(0, 7), 500).unwrap(), "past the position");
+        assert!(!r.seen(&record(2, 0), 500).unwrap(), "another partition");
+        // A replayed batch does not lower the position.
+        assert_eq!(r.after(&[record(0, 2)], 500).unwrap()[0].1, 6);
+        // Another group, or the window gone by: read again.
+        let mut other = Replays::new(store.progress("src").unwrap(), "g2", 1_000);
+        assert!(!other.seen(&record(0, 6), 500).unwrap());
+        assert!(!r.seen(&record(0, 6), 1_100).unwrap());
+        assert_eq!(r.after(&[record(0, 2)], 1_100).unwrap()[0].1, 2);
+    }
+}
