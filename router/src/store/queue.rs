@@ -430,17 +430,17 @@ impl Queue {
                 continue;
             };
             // Each leased entry is settled once, so as many indexes as records
-            // means all of them (no bitmap to read).
-            let all = indexes.len() as u32 >= chunk::count(&v);
-            let mut settled = if all {
-                Settled::default()
-            } else {
-                self.settled(seq)?
-            };
+            // means all of them, none settled before: there is no bitmap.
+            let count = chunk::count(&v);
+            if indexes.len() as u32 >= count {
+                batch.remove(chunk::chunk_key(seq));
+                continue;
+            }
+            let mut settled = self.settled(seq)?;
             for i in indexes {
                 settled.set(i);
             }
-            if all || settled.count() >= chunk::count(&v) {
+            if settled.count() >= count {
                 batch.remove(chunk::chunk_key(seq));
                 batch.remove(chunk::settled_key(seq));
             } else {
