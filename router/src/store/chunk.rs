@@ -12,8 +12,9 @@
 //! - `s` + seq          -> which of them are settled (bit i = record i), present only
 //!   while some but not all are
 //!
-//! An event in a chunk is addressed as `r` + seq + index (u32 BE): that is the key a
-//! lease carries. A chunk's value is the marker byte 0xC1, the count (u32 BE), then
+//! An event in a chunk is addressed as `r` + seq + index (u32 BE) + the chunk's
+//! record count (u32 BE): that is the key a lease carries, so a settlement knows
+//! when a chunk is done without reading it. A chunk's value is the marker byte 0xC1, the count (u32 BE), then
 //! per record its length (u32 BE) and the record itself (JSON, see [`Record`]). A
 //! value that starts with `{` is a single record as sluice stored them before chunks.
 //!
@@ -84,21 +85,35 @@ pub(super) fn settled_key(seq: u64) -> Vec<u8> {
     key(SETTLED, &[seq])
 }
 
-/// The key of record `index` of chunk `seq`.
-pub(super) fn entry_key(seq: u64, index: u32) -> Vec<u8> {
-    let mut k = key(READY, &[seq]);
-    k.extend_from_slice(&index.to_be_bytes());
-    k
+/// Where an event of a chunk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub(super) seq: u64,
+    pub(super) index: u32,
+    /// Records in the chunk.
+    pub(super) count: u32,
 }
 
-/// Chunk and index of an entry key (`None` for any other key).
-pub(super) fn parse_entry(k: &[u8]) -> Option<(u64, u32)> {
-    if k.len() != 13 || k[0] != READY {
-        return None;
+impl Entry {
+    /// Its key: `r` + seq + index + count, ordered by chunk, then index.
+    pub(super) fn key(&self) -> Vec<u8> {
+        let mut k = key(READY, &[self.seq]);
+        k.extend_from_slice(&self.index.to_be_bytes());
+        k.extend_from_slice(&self.count.to_be_bytes());
+        k
     }
-    let seq = u64::from_be_bytes(k[1..9].try_into().ok()?);
-    let index = u32::from_be_bytes(k[9..13].try_into().ok()?);
-    Some((seq, index))
+
+    /// The entry an entry key names (`None` for any other key).
+    pub(super) fn parse(k: &[u8]) -> Option<Self> {
+        if k.len() != 17 || k[0] != READY {
+            return None;
+        }
+        Some(Self {
+            seq: u64::from_be_bytes(k[1..9].try_into().ok()?),
+            index: u32::from_be_bytes(k[9..13].try_into().ok()?),
+            count: u32::from_be_bytes(k[13..17].try_into().ok()?),
+        })
+    }
 }
 
 /// Which records of a chunk are settled.
@@ -152,11 +167,15 @@ mod tests {
 
     #[test]
     fn entry_keys_sort_by_chunk_then_index() {
-        let a = entry_key(7, 300);
-        let b = entry_key(8, 0);
-        assert!(a < b && chunk_key(7) < a);
-        assert_eq!(parse_entry(&a), Some((7, 300)));
-        assert_eq!(parse_entry(&chunk_key(7)), None);
+        let e = |seq, index| Entry {
+            seq,
+            index,
+            count: 400,
+        };
+        let (a, b) = (e(7, 300).key(), e(8, 0).key());
+        assert!(a < b && chunk_key(7) < a && e(7, 2).key() < a);
+        assert_eq!(Entry::parse(&a), Some(e(7, 300)));
+        assert_eq!(Entry::parse(&chunk_key(7)), None);
         let mut s = Settled::default();
         s.set(0);
         s.set(9);

@@ -3,9 +3,9 @@
 //! Key layout of tree `sub/<name>` (chosen so each part is an ordered range scan):
 //! - `r` + seq (u64 BE)               -> a chunk of ready events, oldest first, and
 //!   `s` + seq -> which of them are settled (see [`super::chunk`]); an event in
-//!   it is addressed as `r` + seq + index (u32 BE)
+//!   it is addressed as `r` + seq + index + count (u32 BE each)
 //! - `d` + due ms (u64 BE) + identity -> [`Record`]: waiting for a retry, earliest
-//!   first; identity is the seq + index the event had when ready
+//!   first; identity is the rest of the key the event had when ready
 //! - `x` + id (u64 BE)                -> [`DeadLetter`], in the order they died
 //! - `c` + counter name               -> u64 BE: delivered, retried, dead-lettered totals
 //! - `p` + id (u64 BE)                -> a batch plan: the keys of a batch in flight
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::chunk::{self, Settled, SETTLED};
+use super::chunk::{self, Entry, Settled, SETTLED};
 use super::record::{DeadLetter, Record};
 use super::StoreError;
 
@@ -72,6 +72,9 @@ pub(super) struct State {
     pub(super) append: Mutex<()>,
     /// When expired de-duplication keys were last removed (ms).
     pub(super) last_prune_ms: AtomicU64,
+    /// Chunks with a settled bitmap (some but not all records settled), so that
+    /// leases read bitmaps only where there is one.
+    partial: Mutex<HashSet<u64>>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -157,22 +160,25 @@ impl Queue {
             .open_tree(tree_name)
             .map_err(|e| StoreError::new("open queue", e))?;
         let count = |kind: u8| tree.scan_prefix([kind]).keys().count() as u64;
-        let count_ready = || -> Result<u64, StoreError> {
+        // Ready events: records of chunks less those settled; and which chunks
+        // have a bitmap.
+        let count_ready = || -> Result<(u64, HashSet<u64>), StoreError> {
             let err = |e| StoreError::new("open queue", e);
-            let mut settled: HashMap<Vec<u8>, u64> = HashMap::new();
+            let mut settled: HashMap<u64, u64> = HashMap::new();
             for item in tree.scan_prefix([SETTLED]) {
                 let (k, v) = item.map_err(err)?;
                 let n = u64::from(Settled::from_bytes(&v).count());
-                settled.insert(k[1..].to_vec(), n);
+                settled.insert(seq_of(&k), n);
             }
             let mut ready = 0u64;
             for item in tree.scan_prefix([READY]) {
                 let (k, v) = item.map_err(err)?;
-                let done = settled.get(&k[1..]).copied().unwrap_or(0);
+                let done = settled.get(&seq_of(&k)).copied().unwrap_or(0);
                 ready += u64::from(chunk::count(&v)).saturating_sub(done);
             }
-            Ok(ready)
+            Ok((ready, settled.into_keys().collect()))
         };
+        let (ready, partial) = count_ready()?;
         let counter = |name: &str| -> Result<u64, StoreError> {
             let v = tree
                 .get(counter_key(name))
@@ -189,12 +195,13 @@ impl Queue {
             dead_lettered: counter("dead_lettered")?,
         };
         let state = State {
-            ready: AtomicU64::new(count_ready()?),
+            ready: AtomicU64::new(ready),
             delayed: AtomicU64::new(count(DELAYED)),
             dead: AtomicU64::new(count(DEAD)),
             totals: Mutex::new(totals),
             append: Mutex::new(()),
             last_prune_ms: AtomicU64::new(0),
+            partial: Mutex::new(partial),
         };
         Ok(Self {
             db: db.clone(),
@@ -235,20 +242,28 @@ impl Queue {
         Ok(v.map(|v| Settled::from_bytes(&v)).unwrap_or_default())
     }
 
+    fn is_partial(&self, seq: u64) -> bool {
+        self.state
+            .partial
+            .lock()
+            .map(|p| p.contains(&seq))
+            .unwrap_or(true)
+    }
+
     /// The record under a leased key (a chunk entry or a retry), if it is still
     /// there and unsettled.
     pub(super) fn read(&self, k: &[u8]) -> Result<Option<Record>, StoreError> {
         let err = |e| StoreError::new("read queue", e);
-        let bytes = match chunk::parse_entry(k) {
-            Some((seq, index)) => {
-                let Some(v) = self.tree.get(chunk::chunk_key(seq)).map_err(err)? else {
+        let bytes = match Entry::parse(k) {
+            Some(e) => {
+                let Some(v) = self.tree.get(chunk::chunk_key(e.seq)).map_err(err)? else {
                     return Ok(None);
                 };
-                if self.settled(seq)?.has(index) {
+                if self.settled(e.seq)?.has(e.index) {
                     return Ok(None);
                 }
                 let records = chunk::records(&v).map_err(|e| StoreError::new("read queue", e))?;
-                match records.get(index as usize) {
+                match records.get(e.index as usize) {
                     Some(r) => r.to_vec(),
                     None => return Ok(None),
                 }
@@ -286,8 +301,8 @@ impl Queue {
         }
         // Ready chunks from the one holding the cursor on; in that chunk, only the
         // records after it.
-        let after = ready_after.and_then(chunk::parse_entry);
-        let start = after.map_or(vec![READY], |(seq, _)| chunk::chunk_key(seq));
+        let after = ready_after.and_then(Entry::parse);
+        let start = after.map_or(vec![READY], |e| chunk::chunk_key(e.seq));
         for item in self.tree.range(start..vec![READY + 1]) {
             if out.len() >= max {
                 return Ok(out);
@@ -303,17 +318,22 @@ impl Queue {
                     continue;
                 }
             };
-            let settled = self.settled(seq)?;
+            let settled = if self.is_partial(seq) {
+                self.settled(seq)?
+            } else {
+                Settled::default()
+            };
             let first = match after {
-                Some((s, index)) if s == seq => index.saturating_add(1),
+                Some(e) if e.seq == seq => e.index.saturating_add(1),
                 _ => 0,
             };
+            let count = records.len() as u32;
             for (index, bytes) in records.iter().enumerate().skip(first as usize) {
                 let index = index as u32;
                 if settled.has(index) {
                     continue;
                 }
-                let entry = chunk::entry_key(seq, index);
+                let entry = Entry { seq, index, count }.key();
                 if in_flight.contains(&entry) {
                     continue;
                 }
@@ -358,6 +378,9 @@ impl Queue {
         batch.remove(chunk::settled_key(seq));
         batch.insert(key(DEAD, &[id]), ser(&letter));
         self.tree.apply_batch(batch).map_err(err)?;
+        if let Ok(mut partial) = self.state.partial.lock() {
+            partial.remove(&seq);
+        }
         add(&self.state.ready, -(unsettled as i64));
         add(&self.state.dead, 1);
         Ok(())
@@ -385,10 +408,10 @@ impl Queue {
         let mut batch = sled::Batch::default();
         let (mut ready, mut delayed, mut dead) = (0i64, 0i64, 0i64);
         // Per chunk, the indexes settled now.
-        let mut in_chunks: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        let mut in_chunks: BTreeMap<(u64, u32), Vec<u32>> = BTreeMap::new();
         let mut leave = |k: &[u8], batch: &mut sled::Batch| {
-            match chunk::parse_entry(k) {
-                Some((seq, index)) => in_chunks.entry(seq).or_default().push(index),
+            match Entry::parse(k) {
+                Some(e) => in_chunks.entry((e.seq, e.count)).or_default().push(e.index),
                 None => batch.remove(k),
             }
             match k.first() {
@@ -425,13 +448,11 @@ impl Queue {
             }
         }
         delayed += next.retried.saturating_sub(totals.retried) as i64;
-        for (seq, indexes) in in_chunks {
-            let Some(v) = self.tree.get(chunk::chunk_key(seq)).map_err(err)? else {
-                continue;
-            };
+        let mut partial = self.state.partial.lock().unwrap_or_else(|p| p.into_inner());
+        let mut whole = Vec::new();
+        for ((seq, count), indexes) in in_chunks {
             // Each leased entry is settled once, so as many indexes as records
             // means all of them, none settled before: there is no bitmap.
-            let count = chunk::count(&v);
             if indexes.len() as u32 >= count {
                 batch.remove(chunk::chunk_key(seq));
                 continue;
@@ -443,8 +464,11 @@ impl Queue {
             if settled.count() >= count {
                 batch.remove(chunk::chunk_key(seq));
                 batch.remove(chunk::settled_key(seq));
+                whole.push(seq);
             } else {
                 batch.insert(chunk::settled_key(seq), settled.bytes());
+                // Known before the bitmap is written: a lease never misses one.
+                partial.insert(seq);
             }
         }
         batch.insert(counter_key("delivered"), &next.delivered.to_be_bytes());
@@ -454,6 +478,9 @@ impl Queue {
             &next.dead_lettered.to_be_bytes(),
         );
         self.tree.apply_batch(batch).map_err(err)?;
+        for seq in whole {
+            partial.remove(&seq);
+        }
         *totals = next;
         add(&self.state.ready, ready);
         add(&self.state.delayed, delayed);
@@ -569,8 +596,8 @@ fn add(counter: &AtomicU64, delta: i64) {
     }
 }
 
-/// What a retry key keeps of the key an event had: seq + index for a chunk entry,
-/// whatever follows the due time for a retry.
+/// What a retry key keeps of the key an event had: all but the `r` of a chunk
+/// entry's key, whatever follows the due time of a retry's.
 fn identity(k: &[u8]) -> &[u8] {
     match k.first() {
         Some(&DELAYED) => k.get(9..).unwrap_or_default(),
