@@ -275,7 +275,7 @@ fn bad_kafka_settings_are_errors() {
     std::fs::write(
         &path,
         "sources:\n  - name: k\n    type: kafka\n    brokers: nowhere\n    topics: [\"^(unclosed\", \"bad topic\"]\n    group: g\n    options: { enable.auto.commit: \"true\" }\n  - name: k2\n    type: kafka\n    brokers: b:1\n    topics: [x]\n    group: g\n    start: yesterday\n\
-targets:\n  - name: t\n    type: kafka\n    brokers: 127.0.0.1:19092\n    topic: x\n    compression: brotli\n    options: { acks: \"1\" }\n  - name: t2\n    type: kafka\n    brokers: b:1\n    topic: \"events-{type\"\n",
+targets:\n  - name: t\n    type: kafka\n    brokers: 127.0.0.1:19092\n    topic: x\n    compression: brotli\n    options: { acks: \"1\" }\n  - name: t2\n    type: kafka\n    brokers: b:1\n    topic: \"events-{type\"\n    concurrency: 0\n    batch: { max_events: 0 }\n  - { name: d, type: discard, batch: { max_bytes: 0 } }\n",
     )
     .unwrap();
     let (code, _, stderr) = crate::harness::validate(&std::fs::read_to_string(&path).unwrap());
@@ -289,6 +289,9 @@ targets:\n  - name: t\n    type: kafka\n    brokers: 127.0.0.1:19092\n    topic:
         "targets[0].options.acks: sluice owns this setting",
         "sources[1].start: \"yesterday\" is not earliest, latest or an RFC 3339 time",
         "targets[1].topic: \"events-{type\": `{` at byte 7 is never closed",
+        "targets[1].concurrency: must be between 1 and 256",
+        "targets[1].batch.max_events: must be at least 1",
+        "targets[2].batch.max_bytes: must be at least 1",
     ] {
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
     }
