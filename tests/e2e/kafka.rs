@@ -519,3 +519,66 @@ async fn malformed_records_can_be_rejected_to_the_source_dead_letters() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// After `kill -9` a Kafka source reads again what it had not committed; what it
+/// had already queued is recognised by offset and not queued twice, so each record
+/// reaches the target once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_read_again_after_a_crash_are_not_queued_twice() {
+    let topic = topic("replay", 2).await;
+    let port = crate::harness::free_port();
+    // Offsets are not committed before the crash (a 10-minute commit interval),
+    // and the target is down, so all 2,000 events are queued when sluice dies.
+    let config = source_config(
+        &topic,
+        &format!("g-{topic}"),
+        &format!("http://127.0.0.1:{port}/invoke"),
+    )
+    .replace(
+        "    start: earliest\n",
+        "    start: earliest\n    options: { auto.commit.interval.ms: \"600000\", session.timeout.ms: \"6000\" }\n",
+    );
+    produce_numbered(&topic, 0..2_000).await;
+    let mut sluice = Sluice::start(&config).await;
+    let counter = |name: &'static str| {
+        move |metrics: String| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}{{bus=\"default\",source=\"src\"}} ")))
+                .map_or(0, |v| v.parse::<u64>().unwrap())
+        }
+    };
+    let received = counter("sluice_events_received_total");
+    let skipped = counter("sluice_events_duplicate_total");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while received(sluice.metrics().await) < 2_000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sluice.stats("all.fn").await["depth"], 2_000);
+    sluice.kill9();
+
+    sluice.spawn().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while skipped(sluice.metrics().await) < 2_000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        skipped(sluice.metrics().await),
+        2_000,
+        "every record read again was skipped"
+    );
+    assert_eq!(
+        sluice.stats("all.fn").await["depth"],
+        2_000,
+        "nothing queued twice"
+    );
+
+    let recv = Receiver::start_on(port, None).await;
+    wait_distinct(&recv, 2_000, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        distinct(&recv),
+        ((0..2_000).collect(), 2_000),
+        "each record once"
+    );
+}
