@@ -520,6 +520,26 @@ async fn malformed_records_can_be_rejected_to_the_source_dead_letters() {
     assert_eq!(missing.status(), 404);
 }
 
+/// `name{bus="default",source="src"}` from a `/metrics` text.
+fn source_counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}{{bus=\"default\",source=\"src\"}} ")))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+/// Wait up to 60 s for the source counter `name` of `sluice` to reach `n`.
+async fn wait_counter(sluice: &Sluice, name: &str, n: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = source_counter(&sluice.metrics().await, name);
+        if now >= n || std::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// After `kill -9` a Kafka source reads again what it had not committed; what it
 /// had already queued is recognised by offset and not queued twice, so each record
 /// reaches the target once.
@@ -527,8 +547,8 @@ async fn malformed_records_can_be_rejected_to_the_source_dead_letters() {
 async fn records_read_again_after_a_crash_are_not_queued_twice() {
     let topic = topic("replay", 2).await;
     let port = crate::harness::free_port();
-    // Offsets are not committed before the crash (a 10-minute commit interval),
-    // and the target is down, so all 2,000 events are queued when sluice dies.
+    // The target is down, so everything read stays queued; offsets are committed
+    // only when partitions are given up (a 10-minute commit interval).
     let config = source_config(
         &topic,
         &format!("g-{topic}"),
@@ -538,47 +558,36 @@ async fn records_read_again_after_a_crash_are_not_queued_twice() {
         "    start: earliest\n",
         "    start: earliest\n    options: { auto.commit.interval.ms: \"600000\", session.timeout.ms: \"6000\" }\n",
     );
-    produce_numbered(&topic, 0..2_000).await;
+    const RECEIVED: &str = "sluice_events_received_total";
+    // A first run leaves the group with committed offsets (at its graceful stop).
+    produce_numbered(&topic, 0..100).await;
     let mut sluice = Sluice::start(&config).await;
-    let counter = |name: &'static str| {
-        move |metrics: String| {
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}{{bus=\"default\",source=\"src\"}} ")))
-                .map_or(0, |v| v.parse::<u64>().unwrap())
-        }
-    };
-    let received = counter("sluice_events_received_total");
-    let skipped = counter("sluice_events_duplicate_total");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while received(sluice.metrics().await) < 2_000 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(sluice.stats("all.fn").await["depth"], 2_000);
+    assert_eq!(wait_counter(&sluice, RECEIVED, 100).await, 100);
+    assert_eq!(sluice.terminate(), Some(0));
+
+    // The second run reads 2,000 more and dies before committing them.
+    produce_numbered(&topic, 100..2_100).await;
+    sluice.spawn().await;
+    assert_eq!(wait_counter(&sluice, RECEIVED, 2_000).await, 2_000);
+    assert_eq!(sluice.stats("all.fn").await["depth"], 2_100);
     sluice.kill9();
 
+    // The third run reads those 2,000 again and skips every one.
     sluice.spawn().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while skipped(sluice.metrics().await) < 2_000 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        skipped(sluice.metrics().await),
-        2_000,
-        "every record read again was skipped"
-    );
+    let skipped = wait_counter(&sluice, "sluice_events_duplicate_total", 2_000).await;
+    assert_eq!(skipped, 2_000, "every record read again was skipped");
     assert_eq!(
         sluice.stats("all.fn").await["depth"],
-        2_000,
+        2_100,
         "nothing queued twice"
     );
 
     let recv = Receiver::start_on(port, None).await;
-    wait_distinct(&recv, 2_000, Duration::from_secs(60)).await;
+    wait_distinct(&recv, 2_100, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         distinct(&recv),
-        ((0..2_000).collect(), 2_000),
+        ((0..2_100).collect(), 2_100),
         "each record once"
     );
 }

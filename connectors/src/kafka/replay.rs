@@ -2,7 +2,10 @@
 //! partition, the highest offset made durable (a [`Progress`] position) instead of
 //! an index entry per event. After a crash the uncommitted tail is read again and
 //! skipped up to that offset; past `server.dedupe_window` after it was written a
-//! position no longer counts, so offsets rewound on purpose are read again.
+//! position no longer counts, so offsets rewound on purpose are read again. A topic
+//! deleted and created again starts its offsets over: a partition assigned without
+//! a committed offset, or whose offsets go back without a rebalance, drops its
+//! position.
 
 use std::collections::HashMap;
 
@@ -16,6 +19,10 @@ pub(super) struct Replays {
     window_ms: u64,
     /// Per position key, what the store holds (None: nothing yet).
     known: HashMap<Vec<u8>, Option<Position>>,
+    /// Per position key, the highest offset published in this assignment.
+    last: HashMap<Vec<u8>, i64>,
+    /// The batch being published: its highest offset per partition.
+    pending: Vec<(Vec<u8>, i64)>,
 }
 
 impl Replays {
@@ -25,6 +32,8 @@ impl Replays {
             group: group.to_owned(),
             window_ms,
             known: HashMap::new(),
+            last: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -58,9 +67,37 @@ impl Replays {
             .map(|at| at.position))
     }
 
+    /// A partition was assigned to this consumer; `committed`: the group had an
+    /// offset for it. Without one (a new group, or a topic deleted and created
+    /// again, whose offsets start over) the stored position no longer describes
+    /// this partition's offsets and is dropped; at worst, records queued just
+    /// before a crash in a group's first seconds are queued again.
+    pub(super) fn assigned(&mut self, topic: &str, partition: i32, committed: bool) {
+        let key = self.key(topic, partition);
+        self.last.remove(&key);
+        if !committed {
+            self.known.insert(key, None);
+        }
+    }
+
     /// Whether `m` was queued before (its offset is covered by a live position).
+    ///
+    /// Within one assignment offsets only grow. A record at or below the last
+    /// offset published means the consumer's position was reset (the log was
+    /// truncated, or the topic deleted and created again while it read): those
+    /// offsets name new records, so the stored position is dropped.
     pub(super) fn seen<M: Message>(&mut self, m: &M, now_ms: u64) -> Result<bool, StoreError> {
         let key = self.key(m.topic(), m.partition());
+        if self.last.get(&key).is_some_and(|&last| m.offset() <= last) {
+            tracing::warn!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "Offsets started over without a rebalance; reading them as new records."
+            );
+            self.last.remove(&key);
+            self.known.insert(key.clone(), None);
+        }
         Ok(self
             .live(&key, now_ms)?
             .is_some_and(|covered| m.offset() <= covered))
@@ -75,8 +112,13 @@ impl Replays {
         now_ms: u64,
     ) -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
         let mut out: Vec<(Vec<u8>, i64)> = Vec::new();
+        self.pending.clear();
         for m in batch {
             let key = self.key(m.topic(), m.partition());
+            match self.pending.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, at)) => *at = (*at).max(m.offset()),
+                None => self.pending.push((key.clone(), m.offset())),
+            }
             match out.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, at)) => *at = (*at).max(m.offset()),
                 None => {
@@ -88,8 +130,11 @@ impl Replays {
         Ok(out)
     }
 
-    /// Remember what was just stored.
+    /// Remember what was just stored, and the batch's last offsets.
     pub(super) fn stored(&mut self, positions: &[(Vec<u8>, i64)], now_ms: u64) {
+        for (key, offset) in self.pending.drain(..) {
+            self.last.insert(key, offset);
+        }
         for (key, position) in positions {
             self.known.insert(
                 key.clone(),
@@ -146,5 +191,43 @@ mod tests {
         assert!(!other.seen(&record(0, 6), 500).unwrap());
         assert!(!r.seen(&record(0, 6), 1_100).unwrap());
         assert_eq!(r.after(&[record(0, 2)], 1_100).unwrap()[0].1, 2);
+    }
+
+    #[test]
+    fn offsets_that_start_over_are_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut r = Replays::new(store.progress("src").unwrap(), "g", 60_000);
+        let publish = |r: &mut Replays, batch: &[OwnedMessage]| {
+            for m in batch {
+                r.seen(m, 100).unwrap();
+            }
+            let positions = r.after(batch, 100).unwrap();
+            for (key, at) in &positions {
+                let at = Position {
+                    position: *at,
+                    written_ms: 100,
+                };
+                r.progress().put(key, at).unwrap();
+            }
+            r.stored(&positions, 100);
+        };
+        publish(&mut r, &[record(0, 40), record(0, 49)]);
+        // Re-assigned with a committed offset: a re-read is a replay.
+        r.assigned("t", 0, true);
+        assert!(r.seen(&record(0, 45), 100).unwrap());
+        // Offsets going back without a rebalance: the log started over.
+        publish(&mut r, &[record(0, 50)]);
+        assert!(!r.seen(&record(0, 3), 100).unwrap());
+        publish(&mut r, &[record(0, 3)]);
+        r.assigned("t", 0, true);
+        assert!(
+            r.seen(&record(0, 3), 100).unwrap(),
+            "its new position counts"
+        );
+        assert!(!r.seen(&record(0, 4), 100).unwrap());
+        // Assigned without a committed offset: the position is dropped.
+        r.assigned("t", 0, false);
+        assert!(!r.seen(&record(0, 1), 100).unwrap());
     }
 }

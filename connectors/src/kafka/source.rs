@@ -42,6 +42,9 @@ struct Rebalancing {
     /// been seen yet: the source drops their older records itself, for brokers
     /// whose offsets-for-times lookup does not look at timestamps.
     seeking: Arc<Mutex<HashSet<(String, i32)>>>,
+    /// Partitions assigned since the source last looked, each with whether the
+    /// group had a committed offset for it (see [`Replays::assigned`]).
+    assigned: Arc<Mutex<Vec<(String, i32, bool)>>>,
 }
 
 impl ClientContext for Rebalancing {}
@@ -75,10 +78,30 @@ impl ConsumerContext for Rebalancing {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        if let (Some(ms), RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) =
-            (self.start_ms, err)
-        {
-            self.start_at_time(consumer, tpl, ms);
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            let committed = consumer.committed_offsets(tpl.clone(), LOOKUP_TIMEOUT);
+            if let Ok(mut assigned) = self.assigned.lock() {
+                for e in tpl.elements() {
+                    // Unknown counts as none: stored positions are then dropped,
+                    // which can repeat records but never skips one.
+                    let has = committed.as_ref().is_ok_and(|c| {
+                        c.find_partition(e.topic(), e.partition()).is_some_and(|c| {
+                            !matches!(c.offset(), Offset::Invalid | Offset::Stored)
+                        })
+                    });
+                    assigned.push((e.topic().to_owned(), e.partition(), has));
+                }
+            }
+            match committed {
+                Ok(committed) => {
+                    if let Some(ms) = self.start_ms {
+                        self.start_at_time(consumer, tpl, &committed, ms);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(source = %self.source, error = %e, "Reading committed offsets failed; `start` time not applied.");
+                }
+            }
         }
         self.default_rebalance(consumer, err, tpl);
     }
@@ -122,14 +145,13 @@ impl Rebalancing {
     /// Set the start offset of each partition in `tpl` that has no committed
     /// offset to the first record at or after `ms`. A failed lookup leaves the
     /// partition to `auto.offset.reset` (latest) and is logged.
-    fn start_at_time(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, ms: i64) {
-        let committed = match consumer.committed_offsets(tpl.clone(), LOOKUP_TIMEOUT) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(source = %self.source, error = %e, "Reading committed offsets failed; `start` time not applied.");
-                return;
-            }
-        };
+    fn start_at_time(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+        committed: &TopicPartitionList,
+        ms: i64,
+    ) {
         let mut times = TopicPartitionList::new();
         for e in committed.elements() {
             if matches!(e.offset(), Offset::Invalid | Offset::Stored) {
@@ -169,6 +191,7 @@ pub struct KafkaSource {
     max_backlog: u64,
     start_ms: Option<i64>,
     seeking: Arc<Mutex<HashSet<(String, i32)>>>,
+    assigned: Arc<Mutex<Vec<(String, i32, bool)>>>,
     malformed: Malformed,
     group: String,
 }
@@ -202,8 +225,10 @@ impl KafkaSource {
             client.set(k, v);
         }
         let seeking = Arc::new(Mutex::new(HashSet::new()));
+        let assigned = Arc::new(Mutex::new(Vec::new()));
         let context = Rebalancing {
             seeking: seeking.clone(),
+            assigned: assigned.clone(),
             source: config.name.clone(),
             start_ms: context_start_ms(config),
         };
@@ -222,6 +247,7 @@ impl KafkaSource {
             max_backlog: config.max_backlog,
             start_ms: context_start_ms(config),
             seeking,
+            assigned,
             malformed: config.malformed,
             group: config.group.clone(),
         })
@@ -297,6 +323,15 @@ impl KafkaSource {
             positions: Vec::new(),
             replayed: 0,
         };
+        if let Some(r) = replays.as_deref_mut() {
+            let assigned: Vec<(String, i32, bool)> = match self.assigned.lock() {
+                Ok(mut a) => a.drain(..).collect(),
+                Err(_) => Vec::new(),
+            };
+            for (topic, partition, committed) in assigned {
+                r.assigned(&topic, partition, committed);
+            }
+        }
         for m in batch.iter().filter(|m| !self.before_start(*m)) {
             if let Some(r) = replays.as_deref_mut() {
                 if r.seen(m, now)? {
