@@ -323,11 +323,12 @@ impl KafkaSource {
             positions: Vec::new(),
             replayed: 0,
         };
+        // Drained whether or not replays are tracked, so it never grows.
+        let assigned: Vec<(String, i32, bool)> = match self.assigned.lock() {
+            Ok(mut a) => a.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
         if let Some(r) = replays.as_deref_mut() {
-            let assigned: Vec<(String, i32, bool)> = match self.assigned.lock() {
-                Ok(mut a) => a.drain(..).collect(),
-                Err(_) => Vec::new(),
-            };
             for (topic, partition, committed) in assigned {
                 r.assigned(&topic, partition, committed);
             }
