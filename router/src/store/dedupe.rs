@@ -26,9 +26,6 @@ use super::{Queue, Record, StoreError};
 
 /// Expired keys are removed at most this often, per queue.
 const PRUNE_EVERY_MS: u64 = 1000;
-/// [`Queue::repair_dedupe`] stops after this many newest records in a row that
-/// have their key: a crash can only have lost the keys of the last writes.
-const REPAIR_SCAN: usize = 1000;
 
 fn dedupe_key(event_key: &[u8; 16]) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
@@ -108,41 +105,37 @@ impl Queue {
         Ok(())
     }
 
-    /// Give the newest ready records that lack their de-duplication key (a crash
-    /// between the two writes of [`Queue::enqueue_all`]) their key back. Scans back
-    /// from the newest record and stops after `REPAIR_SCAN` in a row that have
-    /// theirs. Returns how many keys it restored.
+    /// Give the records of the newest chunk that lack their de-duplication key (a
+    /// crash between a chunk and its keys in [`Queue::enqueue_all`]) their key
+    /// back. Appends hold the queue's append lock from a chunk through its keys,
+    /// and sled recovers writes in order, so only the newest chunk can have lost
+    /// keys: older ones were followed by later writes that survived. (Queues fed
+    /// only by sources that keep no keys, such as Kafka, cost one chunk's look.)
+    /// Returns how many keys it restored.
     pub fn repair_dedupe(&self) -> Result<u64, StoreError> {
         let err = |e| StoreError::new("dedupe repair", e);
+        let Some(item) = self.tree.range(vec![READY]..vec![READY + 1]).next_back() else {
+            return Ok(0);
+        };
+        let (_, v) = item.map_err(err)?;
+        let Ok(records) = chunk::records(&v) else {
+            return Ok(0);
+        };
         let mut restored = 0;
-        let mut intact = 0;
-        'chunks: for item in self.tree.range(vec![READY]..vec![READY + 1]).rev() {
-            let (_, v) = item.map_err(err)?;
-            let Ok(records) = chunk::records(&v) else {
+        for bytes in records {
+            let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
                 continue;
             };
-            for bytes in records.into_iter().rev() {
-                let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
-                    continue;
-                };
-                let Ok(event) = serde_json::from_str::<crate::event::Event>(record.event.get())
-                else {
-                    continue;
-                };
-                let event_key = crate::template::event_key(&event).into_bytes();
-                if self
-                    .tree
-                    .get(dedupe_key(&event_key))
-                    .map_err(err)?
-                    .is_some()
-                {
-                    intact += 1;
-                    if intact >= REPAIR_SCAN {
-                        break 'chunks;
-                    }
-                    continue;
-                }
-                intact = 0;
+            let Ok(event) = serde_json::from_str::<crate::event::Event>(record.event.get()) else {
+                continue;
+            };
+            let event_key = crate::template::event_key(&event).into_bytes();
+            if self
+                .tree
+                .get(dedupe_key(&event_key))
+                .map_err(err)?
+                .is_none()
+            {
                 self.remember(&event_key, record.enqueued_ms)?;
                 restored += 1;
             }
