@@ -323,6 +323,14 @@ rules:\n  - name: all\n    targets: [fn]\n    retry: {{ max_attempts: 1000, back
     )
 }
 
+/// `config` (from [`source_config`]) with `lines` added to its Kafka source.
+pub fn with_source(config: &str, lines: &str) -> String {
+    config.replace(
+        "    start: earliest\n",
+        &format!("    start: earliest\n{lines}"),
+    )
+}
+
 pub async fn produce_numbered(topic: &str, range: std::ops::Range<u64>) {
     produce(topic, range, |n| (format!("k{}", n % 101), json!({"n": n}))).await;
 }
@@ -409,11 +417,8 @@ async fn a_stalled_target_pauses_consumption() {
         &topic,
         &format!("g-{topic}"),
         &format!("http://127.0.0.1:{port}/invoke"),
-    )
-    .replace(
-        "    start: earliest\n",
-        "    start: earliest\n    batch: 50\n    max_backlog: 200\n",
     );
+    let config = with_source(&config, "    batch: 50\n    max_backlog: 200\n");
     let sluice = Sluice::start(&config).await;
     produce_numbered(&topic, 0..3_000).await;
     // The target is down: sluice takes in about max_backlog (plus a batch) and stops.
@@ -497,8 +502,10 @@ async fn malformed_records_can_be_rejected_to_the_source_dead_letters() {
             .unwrap();
     }
     let recv = Receiver::start().await;
-    let config = source_config(&topic, &format!("g-{topic}"), &recv.url())
-        .replace("start: earliest", "start: earliest\n    malformed: reject");
+    let config = with_source(
+        &source_config(&topic, &format!("g-{topic}"), &recv.url()),
+        "    malformed: reject\n",
+    );
     let sluice = Sluice::start(&config).await;
     recv.wait_for(2, Duration::from_secs(30)).await;
     let letters = sluice.get_json("/api/sources/src/dead-letters").await;
@@ -521,7 +528,7 @@ async fn malformed_records_can_be_rejected_to_the_source_dead_letters() {
 }
 
 /// `name{bus="default",source="src"}` from a `/metrics` text.
-fn source_counter(metrics: &str, name: &str) -> u64 {
+pub fn source_counter(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{name}{{bus=\"default\",source=\"src\"}} ")))
@@ -553,10 +560,10 @@ async fn records_read_again_after_a_crash_are_not_queued_twice() {
         &topic,
         &format!("g-{topic}"),
         &format!("http://127.0.0.1:{port}/invoke"),
-    )
-    .replace(
-        "    start: earliest\n",
-        "    start: earliest\n    options: { auto.commit.interval.ms: \"600000\", session.timeout.ms: \"6000\" }\n",
+    );
+    let config = with_source(
+        &config,
+        "    options: { auto.commit.interval.ms: \"600000\", session.timeout.ms: \"6000\" }\n",
     );
     const RECEIVED: &str = "sluice_events_received_total";
     // A first run leaves the group with committed offsets (at its graceful stop).

@@ -15,7 +15,10 @@ use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 
 use crate::harness::{Receiver, Sluice};
-use crate::kafka::{brokers, distinct, produce_numbered, source_config, topic, uuid_like};
+use crate::kafka::{
+    brokers, distinct, produce_numbered, source_config, source_counter, topic, uuid_like,
+    with_source,
+};
 
 /// Two sluice processes in one consumer group share the partitions; when one
 /// leaves, the other takes its partitions over and every record arrives.
@@ -24,10 +27,7 @@ async fn two_processes_share_a_group_and_hand_over() {
     let topic = topic("group", 4).await;
     let group = format!("g-{topic}");
     let recv = Receiver::start().await;
-    let config = source_config(&topic, &group, &recv.url()).replace(
-        "start: earliest",
-        "start: earliest\n    options: { session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\" }",
-    );
+    let config = group_config(&topic, &group, &recv.url());
     let mut a = Sluice::start(&config).await;
     let b = Sluice::start(&config).await;
     // Let both join before records flow.
@@ -54,10 +54,7 @@ async fn a_killed_member_s_partitions_are_taken_over() {
     let topic = topic("takeover", 4).await;
     let group = format!("g-{topic}");
     let recv = Receiver::start().await;
-    let config = source_config(&topic, &group, &recv.url()).replace(
-        "start: earliest",
-        "start: earliest\n    options: { session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\" }",
-    );
+    let config = group_config(&topic, &group, &recv.url());
     let mut a = Sluice::start(&config).await;
     // B joins second: A, the first member, leads the group, so killing A also
     // kills the member that computed the assignment.
@@ -199,13 +196,15 @@ async fn wait_all(recv: &Receiver, n: u64, topic: &str, group: &str, sluice: &Sl
     );
 }
 
+/// A group member's config: a short session, so a dead member is noticed fast.
+fn group_config(topic: &str, group: &str, url: &str) -> String {
+    with_source(
+        &source_config(topic, group, url),
+        "    options: { session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\" }\n",
+    )
+}
+
 /// `sluice_events_received_total` of the Kafka source `src`.
 async fn received(s: &Sluice) -> u64 {
-    s.metrics()
-        .await
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("sluice_events_received_total{bus=\"default\",source=\"src\"} ")
-        })
-        .map_or(0, |v| v.parse().unwrap())
+    source_counter(&s.metrics().await, "sluice_events_received_total")
 }

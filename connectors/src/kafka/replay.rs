@@ -111,21 +111,19 @@ impl Replays {
         batch: &[M],
         now_ms: u64,
     ) -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
-        let mut out: Vec<(Vec<u8>, i64)> = Vec::new();
         self.pending.clear();
         for m in batch {
             let key = self.key(m.topic(), m.partition());
             match self.pending.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, at)) => *at = (*at).max(m.offset()),
-                None => self.pending.push((key.clone(), m.offset())),
+                None => self.pending.push((key, m.offset())),
             }
-            match out.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, at)) => *at = (*at).max(m.offset()),
-                None => {
-                    let live = self.live(&key, now_ms)?.unwrap_or(i64::MIN);
-                    out.push((key, m.offset().max(live)));
-                }
-            }
+        }
+        let highest = self.pending.clone();
+        let mut out = Vec::with_capacity(highest.len());
+        for (key, offset) in highest {
+            let live = self.live(&key, now_ms)?.unwrap_or(i64::MIN);
+            out.push((key, offset.max(live)));
         }
         Ok(out)
     }
@@ -160,6 +158,18 @@ mod tests {
         OwnedMessage::new(None, None, "t".into(), ts, partition, offset, None)
     }
 
+    /// What a publish does with the positions, at time 100.
+    fn store_positions(r: &mut Replays, positions: &[(Vec<u8>, i64)]) {
+        for (key, at) in positions {
+            let at = Position {
+                position: *at,
+                written_ms: 100,
+            };
+            r.progress().put(key, at).unwrap();
+        }
+        r.stored(positions, 100);
+    }
+
     #[test]
     fn offsets_up_to_a_stored_position_are_replays_within_the_window() {
         let dir = tempfile::tempdir().unwrap();
@@ -169,14 +179,7 @@ mod tests {
         assert!(!r.seen(&batch[0], 100).unwrap(), "nothing stored yet");
         let positions = r.after(&batch, 100).unwrap();
         assert_eq!(positions.iter().map(|p| p.1).collect::<Vec<_>>(), [6, 9]);
-        for (key, at) in &positions {
-            let at = Position {
-                position: *at,
-                written_ms: 100,
-            };
-            r.progress().put(key, at).unwrap();
-        }
-        r.stored(&positions, 100);
+        store_positions(&mut r, &positions);
 
         // After a restart (a fresh cache), from the store.
         let mut r = Replays::new(store.progress("src").unwrap(), "g", 1_000);
@@ -203,14 +206,7 @@ mod tests {
                 r.seen(m, 100).unwrap();
             }
             let positions = r.after(batch, 100).unwrap();
-            for (key, at) in &positions {
-                let at = Position {
-                    position: *at,
-                    written_ms: 100,
-                };
-                r.progress().put(key, at).unwrap();
-            }
-            r.stored(&positions, 100);
+            store_positions(r, &positions);
         };
         publish(&mut r, &[record(0, 40), record(0, 49)]);
         // Re-assigned with a committed offset: a re-read is a replay.
