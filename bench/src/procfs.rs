@@ -1,7 +1,9 @@
-//! What both benchmark binaries need of a sluice child: finding the binary, and
-//! reading its memory and CPU time from /proc.
+//! What both benchmark binaries need of a sluice child: finding the binary,
+//! starting it, and reading its memory and CPU time from /proc.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -25,6 +27,27 @@ pub fn locate(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// Start `bin serve -c config`, its output in `log`; the child is killed when
+/// dropped. Returns the child and its pid.
+pub fn spawn_serve(
+    bin: &Path,
+    config: &Path,
+    log: File,
+) -> anyhow::Result<(tokio::process::Child, u32)> {
+    let log_err = log.try_clone().context("cannot share the sluice log")?;
+    let child = tokio::process::Command::new(bin)
+        .args(["serve", "-c"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let pid = child.id().context("sluice exited at once")?;
+    Ok((child, pid))
 }
 
 /// A `kB` field (`VmRSS`, `VmHWM`) of `/proc/<pid>/status`, in KiB.

@@ -4,14 +4,13 @@
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{header, Request, StatusCode};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::load::connect;
 
@@ -80,19 +79,8 @@ impl Sluice {
             .with_context(|| format!("cannot write {}", config.display()))?;
         let log =
             File::create(scratch.0.join("sluice.log")).context("cannot create the sluice log")?;
-        let log_err = log.try_clone().context("cannot share the sluice log")?;
         let spawned = Instant::now();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let pid = child.id().context("sluice exited at once")?;
+        let (child, pid) = crate::procfs::spawn_serve(bin, &config, log)?;
         let mut sluice = Self {
             child,
             pid,

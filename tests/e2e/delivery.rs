@@ -139,14 +139,7 @@ async fn kill_9_loses_no_acknowledged_event() {
     let mut sluice = Sluice::start(&config).await;
     let batch: Vec<Value> = (0..1000).map(order).collect();
     for chunk in batch.chunks(100) {
-        let r = sluice
-            .client
-            .post(sluice.url("/events"))
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(Value::Array(chunk.to_vec()).to_string())
-            .send()
-            .await
-            .unwrap();
+        let r = sluice.post_batch(&Value::Array(chunk.to_vec())).await;
         assert_eq!(r.status(), 202);
     }
     let before = sluice.stats("big-orders.fn").await;

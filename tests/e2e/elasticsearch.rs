@@ -142,14 +142,7 @@ async fn rejected_documents_are_dead_lettered_and_the_rest_indexed() {
         event("not-object", Some("ok"), json!("just text")),
         event("ok-3", Some("ok"), json!({"n": 5})),
     ]);
-    let r = sluice
-        .client
-        .post(sluice.url("/events"))
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(batch.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = sluice.post_batch(&batch).await;
     assert_eq!(r.status(), 202);
 
     let letters = dead_letters(&sluice, "mixed.es", 4, Duration::from_secs(20)).await;
@@ -417,14 +410,7 @@ async fn a_batch_refused_as_too_large_is_split_and_an_oversized_document_rejecte
         17,
         event("huge".into(), json!({"n": -1, "pad": "y".repeat(5000)})),
     );
-    let r = sluice
-        .client
-        .post(sluice.url("/events"))
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(Value::Array(batch).to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = sluice.post_batch(&Value::Array(batch)).await;
     assert_eq!(r.status(), 202);
 
     let letters = dead_letters(&sluice, "r.es", 1, Duration::from_secs(20)).await;

@@ -194,10 +194,21 @@ impl Sluice {
 
     /// POST a structured-mode event.
     pub async fn post_structured(&self, event: &serde_json::Value) -> reqwest::Response {
+        self.post_events("application/cloudevents+json", event)
+            .await
+    }
+
+    /// POST a batch (a JSON array of structured events).
+    pub async fn post_batch(&self, events: &serde_json::Value) -> reqwest::Response {
+        self.post_events("application/cloudevents-batch+json", events)
+            .await
+    }
+
+    async fn post_events(&self, content_type: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client
             .post(self.url("/events"))
-            .header("content-type", "application/cloudevents+json")
-            .body(event.to_string())
+            .header("content-type", content_type)
+            .body(body.to_string())
             .send()
             .await
             .unwrap()

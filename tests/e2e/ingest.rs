@@ -65,13 +65,7 @@ async fn each_ingest_mode_delivers_exactly_the_matching_events() {
         event("x-2", "order.created", json!({"amount": 100})),
         event("x-3", "order.created", json!({"amount": 100.5})),
     ]);
-    let r = c
-        .post(sluice.url("/events"))
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(batch.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = sluice.post_batch(&batch).await;
     assert_eq!(r.status(), 202);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"accepted": 3}));
 

@@ -127,14 +127,8 @@ fn order(id: &str, data: Value) -> Value {
     })
 }
 
-async fn post_batch(sluice_url: String, events: Value) {
-    let r = reqwest::Client::new()
-        .post(sluice_url)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(events.to_string())
-        .send()
-        .await
-        .unwrap();
+async fn post_batch(sluice: &Sluice, events: Value) {
+    let r = sluice.post_batch(&events).await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
 }
 
@@ -162,7 +156,7 @@ async fn events_become_typed_rows_once_and_upsert_updates_them() {
         "o-2",
         json!({"customer": "bob", "total": 7, "items": [], "paid": false, "note": {"gift": true}}),
     );
-    post_batch(sluice.url("/events"), json!([ada, bob])).await;
+    post_batch(&sluice, json!([ada, bob])).await;
     db.wait_rows("orders", 2, Duration::from_secs(10)).await;
     db.wait_rows("orders_up", 2, Duration::from_secs(10)).await;
 
@@ -269,7 +263,7 @@ async fn mode_event_fills_the_standard_table() {
         {"specversion": "1.0", "id": "3", "source": "/a", "type": "t.bytes", "data_base64": "aGVsbG8="},
         {"specversion": "1.0", "id": "4", "source": "/a", "type": "t.none"},
     ]);
-    post_batch(sluice.url("/events"), events).await;
+    post_batch(&sluice, events).await;
     db.wait_rows("events", 4, Duration::from_secs(10)).await;
     let rows = db
         .client
@@ -336,7 +330,7 @@ async fn refused_rows_are_dead_lettered_and_the_rest_is_stored() {
             order(&format!("o-{n}"), json!({"n": n, "total": total}))
         })
         .collect();
-    post_batch(sluice.url("/events"), Value::Array(events)).await;
+    post_batch(&sluice, Value::Array(events)).await;
     db.wait_rows("orders", 18, Duration::from_secs(10)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let letters = loop {
@@ -429,7 +423,7 @@ async fn a_missing_table_holds_events_until_it_exists() {
     let events: Vec<Value> = (0..50)
         .map(|n| order(&format!("o-{n}"), json!({"n": n})))
         .collect();
-    post_batch(sluice.url("/events"), Value::Array(events)).await;
+    post_batch(&sluice, Value::Array(events)).await;
 
     db.exec("CREATE TABLE {s}.orders (n bigint, event_key uuid PRIMARY KEY)")
         .await;
@@ -481,7 +475,7 @@ async fn a_table_dropped_while_running_is_retried_until_it_is_back() {
     let events: Vec<Value> = (1..11)
         .map(|n| order(&format!("o-{n}"), json!({"n": n})))
         .collect();
-    post_batch(sluice.url("/events"), Value::Array(events)).await;
+    post_batch(&sluice, Value::Array(events)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while sluice.stats("r.pg").await["retried_total"] == 0 {
         assert!(Instant::now() < deadline, "{}", sluice.stats("r.pg").await);

@@ -315,14 +315,7 @@ async fn two_rules_into_one_target_share_objects_without_loss() {
                        "time": "2026-11-29T13:00:00Z", "data": {"i": i}})
             })
             .collect();
-        let r = sluice
-            .client
-            .post(sluice.url("/events"))
-            .header("content-type", "application/cloudevents-batch+json")
-            .body(Value::Array(events).to_string())
-            .send()
-            .await
-            .unwrap();
+        let r = sluice.post_batch(&Value::Array(events)).await;
         assert_eq!(r.status(), 202);
         // Both subscriptions delivered: 10 + 5 events.
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -4,11 +4,10 @@
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// sluice must answer `/healthz` with 200 within this long after the spawn.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,17 +65,7 @@ impl Sluice {
         std::fs::write(&config, yaml)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let log = File::create(dir.join("sluice.log")).context("cannot create the sluice log")?;
-        let log_err = log.try_clone().context("cannot share the sluice log")?;
-        let child = Command::new(bin)
-            .args(["serve", "-c"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let pid = child.id().context("sluice exited at once")?;
+        let (child, pid) = crate::procfs::spawn_serve(bin, &config, log)?;
         let mut sluice = Self {
             child,
             pid,
