@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # The test services, installed once into a cache and started on loopback:
-# - Kafka: tansu, built from crates.io (~15 minutes on 2 cores) with one fix to its
-#   group coordinator (scripts/tansu-group-expiry.patch: as released, a member
-#   whose session expires is dropped without a rebalance, so its partitions are
-#   never reassigned and a killed sluice's partitions would wait for it forever),
-#   on 127.0.0.1:19092;
-# - S3: s3s-fs, built from crates.io, serving a temp folder on 127.0.0.1:19000;
+# - Kafka: tansu, built from its crates (~15 minutes on 2 cores) with fixes that
+#   make it answer as Kafka does (scripts/tansu/*.patch: fetches from inside a
+#   stored batch, watermarks, DeleteRecords, and a group coordinator that hands a
+#   dead member's partitions on), on 127.0.0.1:19092;
+# - S3: s3s-fs, built from its crate, serving a temp folder on 127.0.0.1:19000;
 # - OpenSearch API: osmem-server from PyPI (in a venv), on 127.0.0.1:19200;
 # - PostgreSQL: the machine's server (127.0.0.1:5432, trust auth); each test makes
 #   its own schema.
@@ -16,11 +15,11 @@
 # (as CI makes) reuses them; `tools/` in the repo links to the cache.
 TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
 TANSU_VERSION=0.6.0
-# The build's folder names the patch, so a build without it is not reused.
-TANSU_BUILD="tansu-$TANSU_VERSION-group-expiry"
-TANSU_BROKER_SHA256=93c1e91b40c2a706dfdbe9a795c08c70918c874ad23f6e0e87564cc0a180e720
-TANSU="$TOOLS/$TANSU_BUILD/bin/tansu"
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The build's folder names its patches, so a build without the current ones is
+# not reused.
+TANSU_BUILD="tansu-$TANSU_VERSION-$(cat "$SCRIPTS"/tansu/*.patch | sha256sum | cut -c1-12)"
+TANSU="$TOOLS/$TANSU_BUILD/bin/tansu"
 S3S_VERSION=0.14.1
 S3S="$TOOLS/s3s-fs-$S3S_VERSION/bin/s3s-fs"
 OSMEM_VERSION=0.1.6
@@ -38,17 +37,30 @@ trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -z "$S3_R
 
 install_tansu() {
   if [ ! -x "$TANSU" ]; then
-    echo "==> building tansu $TANSU_VERSION with scripts/tansu-group-expiry.patch (once; cached in $TOOLS)"
-    local src
+    echo "==> building tansu $TANSU_VERSION with scripts/tansu/*.patch (once; cached in $TOOLS)"
+    local src crate dir
     src="$(mktemp -d)"
-    curl -sSfL -o "$src/broker.crate" \
-      "https://static.crates.io/crates/tansu-broker/tansu-broker-$TANSU_VERSION.crate"
-    echo "$TANSU_BROKER_SHA256  $src/broker.crate" | sha256sum --check --quiet
-    tar xzf "$src/broker.crate" -C "$src"
-    patch --quiet -d "$src/tansu-broker-$TANSU_VERSION" -p1 < "$SCRIPTS/tansu-group-expiry.patch"
+    # The two crates the patches fix, fetched and unpacked by cargo itself: a
+    # scratch package depends on them, and cargo metadata says where they are.
+    mkdir -p "$src/fetch/src"
+    touch "$src/fetch/src/lib.rs"
+    printf '[package]\nname = "tansu-sources"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu-broker = "=%s"\ntansu-storage = "=%s"\n' \
+      "$TANSU_VERSION" "$TANSU_VERSION" > "$src/fetch/Cargo.toml"
+    cargo metadata --quiet --format-version 1 --manifest-path "$src/fetch/Cargo.toml" > "$src/metadata.json"
+    for crate in tansu-broker tansu-storage; do
+      dir="$(grep -o "\"manifest_path\":\"[^\"]*/$crate-$TANSU_VERSION/Cargo.toml\"" "$src/metadata.json" \
+        | head -n 1 | sed -e 's/^"manifest_path":"//' -e 's#/Cargo.toml"$##')"
+      if [ -z "$dir" ]; then
+        echo "cargo did not fetch $crate $TANSU_VERSION" >&2
+        exit 1
+      fi
+      cp -r "$dir" "$src/$crate"
+      patch --quiet -d "$src/$crate" -p1 < "$SCRIPTS/tansu/$crate.patch"
+    done
     cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features \
       --features dynostore --root "$TOOLS/$TANSU_BUILD" \
-      --config "patch.crates-io.tansu-broker.path='$src/tansu-broker-$TANSU_VERSION'"
+      --config "patch.crates-io.tansu-broker.path='$src/tansu-broker'" \
+      --config "patch.crates-io.tansu-storage.path='$src/tansu-storage'"
     rm -rf "$src"
   fi
   mkdir -p tools

@@ -1,5 +1,5 @@
-//! The admin API under `/api/`: rules, subscriptions with depth and counters, and
-//! dead-letter listing and redrive.
+//! The admin API under `/api/`: rules, subscriptions with depth and counters,
+//! sources with their state, and dead-letter listing and redrive.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_connectors::http::ApiError;
+use sluice_router::config::SourceConfig;
 use sluice_router::dispatch::Subscription;
 use sluice_router::store::{DeadLetter, Queue};
 
@@ -22,6 +23,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/subscriptions/{name}", get(subscription))
         .route("/subscriptions/{name}/dead-letters", get(dead_letters))
         .route("/subscriptions/{name}/dead-letters/redrive", post(redrive))
+        .route("/sources", get(sources))
+        .route("/sources/{name}", get(source))
         .route("/sources/{name}/dead-letters", get(source_dead_letters))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -83,6 +86,44 @@ async fn subscription(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(describe(find(&state, &name)?)))
+}
+
+/// A source as `/api/sources` shows it: its name, type and bus, and what it
+/// reports about itself (HTTP ingest reports nothing: it runs with the server).
+fn describe_source(state: &AppState, source: &SourceConfig) -> Value {
+    let mut out = match state.sources.get(source.name()) {
+        Some(status) => status.status(),
+        None => json!({"state": "running"}),
+    };
+    if let Some(fields) = out.as_object_mut() {
+        fields.insert("name".into(), json!(source.name()));
+        fields.insert("type".into(), json!(source.kind()));
+        fields.insert("bus".into(), json!(source.bus()));
+    }
+    out
+}
+
+async fn sources(State(state): State<AppState>) -> Json<Value> {
+    let sources: Vec<Value> = state
+        .config
+        .sources
+        .iter()
+        .map(|s| describe_source(&state, s))
+        .collect();
+    Json(json!({ "sources": sources }))
+}
+
+async fn source(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let source = state
+        .config
+        .sources
+        .iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| ApiError::not_found(format!("no source {name:?}")))?;
+    Ok(Json(describe_source(&state, source)))
 }
 
 #[derive(Deserialize)]

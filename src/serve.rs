@@ -18,7 +18,7 @@ use sluice_router::dispatch::Dispatcher;
 use sluice_router::engine::Engine;
 use sluice_router::metrics::Metrics;
 use sluice_router::retry::RetryPolicy;
-use sluice_router::source::SourceContext;
+use sluice_router::source::{SourceContext, SourceStatuses};
 use sluice_router::store::Store;
 use sluice_router::transform::Transform;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: Arc<Config>,
     pub ready: Arc<AtomicBool>,
+    /// What each running source reports about itself.
+    pub sources: SourceStatuses,
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -96,13 +98,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let mut sources = tokio::task::JoinSet::new();
+    let statuses = SourceStatuses::default();
     for source in &config.sources {
-        if let Some(running) = sluice_connectors::build_source(source)? {
+        if let Some(running) = sluice_connectors::build_source(source, &engine)? {
             let cx = SourceContext {
                 name: source.name().to_owned(),
                 bus: source.bus().to_owned(),
                 engine: engine.clone(),
                 shutdown: shutdown.clone(),
+                statuses: statuses.clone(),
             };
             sources.spawn(running.run(cx));
         }
@@ -123,6 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine: engine.clone(),
         config: config.clone(),
         ready: Arc::new(AtomicBool::new(false)),
+        sources: statuses,
     };
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -233,14 +238,26 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             )
         })
         .collect();
-    if targets.is_empty() {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "targets": targets})),
-        )
+    let sources: Vec<_> = state
+        .config
+        .sources
+        .iter()
+        .filter_map(|s| {
+            let reason = state.sources.get(s.name())?.not_ready()?;
+            Some(json!({"source": s.name(), "reason": reason}))
+        })
+        .collect();
+    if targets.is_empty() && sources.is_empty() {
+        return (StatusCode::OK, Json(json!({"status": "ready"})));
     }
+    let mut body = json!({"status": "not ready"});
+    if !targets.is_empty() {
+        body["targets"] = json!(targets);
+    }
+    if !sources.is_empty() {
+        body["sources"] = json!(sources);
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

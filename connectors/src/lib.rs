@@ -70,12 +70,15 @@ fn sink<S: Sink>(name: &str, built: Result<S, String>) -> Result<Arc<dyn Sink>, 
 
 /// The registry of sources: one arm per connector; `None` for HTTP ingest, which
 /// the server runs itself.
-pub fn build_source(source: &SourceConfig) -> Result<Option<Box<dyn Source>>, BuildError> {
+pub fn build_source(
+    source: &SourceConfig,
+    engine: &sluice_router::engine::Engine,
+) -> Result<Option<Box<dyn Source>>, BuildError> {
     match source {
         SourceConfig::Http(_) => Ok(None),
         #[cfg(feature = "kafka")]
         SourceConfig::Kafka(config) => Ok(Some(Box::new(
-            kafka::KafkaSource::new(config).map_err(|e| BuildError {
+            kafka::KafkaSource::new(config, engine).map_err(|e| BuildError {
                 kind: "source",
                 name: config.name.clone(),
                 message: e,

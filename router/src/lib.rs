@@ -31,3 +31,4 @@ pub mod rules;
 pub mod sink;
 pub mod source;
 pub mod template;
+pub mod throttle;

@@ -3,6 +3,9 @@
 //! The `expect`s here run on fixed metric definitions at start-up: names, labels and
 //! buckets are literals, and each metric is registered once, so they cannot fail.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry,
@@ -21,6 +24,14 @@ pub struct Metrics {
     dead_lettered: IntCounterVec,
     depth: IntGaugeVec,
     latency: HistogramVec,
+    /// Families connectors define themselves (see [`Metrics::gauge_family`]).
+    families: Arc<Mutex<HashMap<&'static str, Family>>>,
+}
+
+#[derive(Clone)]
+enum Family {
+    Gauge(IntGaugeVec),
+    Counter(IntCounterVec),
 }
 
 /// The metrics of one subscription, looked up once so the hot path does no hashing.
@@ -115,7 +126,52 @@ impl Metrics {
             depth,
             latency,
             registry,
+            families: Arc::default(),
         }
+    }
+
+    /// A gauge family of a connector's own (`sluice_kafka_lag`, say), registered
+    /// on first use; later calls with the same name return the same family, so
+    /// every source of a kind shares it with its own label values.
+    pub fn gauge_family(&self, name: &'static str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        match self.family(name, || {
+            let g =
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+            Family::Gauge(g)
+        }) {
+            Family::Gauge(g) => g,
+            Family::Counter(_) => panic!("metric {name} is a counter, not a gauge"),
+        }
+    }
+
+    /// A counter family of a connector's own; see [`Metrics::gauge_family`].
+    pub fn counter_family(&self, name: &'static str, help: &str, labels: &[&str]) -> IntCounterVec {
+        match self.family(name, || {
+            let c =
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+            Family::Counter(c)
+        }) {
+            Family::Counter(c) => c,
+            Family::Gauge(_) => panic!("metric {name} is a gauge, not a counter"),
+        }
+    }
+
+    fn family(&self, name: &'static str, make: impl FnOnce() -> Family) -> Family {
+        // A poisoned map only means another thread panicked mid-insert; the map
+        // itself is still whole.
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        families
+            .entry(name)
+            .or_insert_with(|| {
+                let family = make();
+                let registered = match &family {
+                    Family::Gauge(g) => self.registry.register(Box::new(g.clone())),
+                    Family::Counter(c) => self.registry.register(Box::new(c.clone())),
+                };
+                registered.expect("metric registered once");
+                family
+            })
+            .clone()
     }
 
     pub fn subscription(&self, bus: &str, rule: &str, target: &str) -> SubscriptionMetrics {

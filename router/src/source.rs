@@ -5,7 +5,8 @@
 //! acknowledge upstream (store a Kafka offset, ack an AMQP delivery), in upstream
 //! order. It stops when `shutdown` is cancelled.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -23,9 +24,48 @@ pub struct SourceContext {
     pub bus: String,
     pub engine: Arc<Engine>,
     pub shutdown: CancellationToken,
+    /// Where the source reports its state (see [`SourceContext::report`]).
+    pub statuses: SourceStatuses,
+}
+
+/// What a running source says about itself, for `GET /api/sources/{name}` and
+/// `/readyz`. Both are called from request handlers: keep them cheap (read state
+/// the source keeps up to date; no I/O).
+pub trait SourceStatus: Send + Sync + 'static {
+    /// The source's state as a JSON object (`name`, `type` and `bus` are added).
+    fn status(&self) -> serde_json::Value;
+    /// Why the source cannot bring events in right now, if it cannot.
+    fn not_ready(&self) -> Option<String>;
+}
+
+/// The statuses of the running sources, by name. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct SourceStatuses(Arc<Mutex<BTreeMap<String, Arc<dyn SourceStatus>>>>);
+
+impl SourceStatuses {
+    /// The status source `name` reported, if it reported one.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn SourceStatus>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn set(&self, name: &str, status: Arc<dyn SourceStatus>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), status);
+    }
 }
 
 impl SourceContext {
+    /// Make `status` what `GET /api/sources/{name}` and `/readyz` show for this source.
+    pub fn report(&self, status: Arc<dyn SourceStatus>) {
+        self.statuses.set(&self.name, status);
+    }
+
     /// Match, store and commit `events`; `Ok` means they are durable.
     pub async fn publish(&self, events: &[Event]) -> Result<usize, PublishError> {
         self.engine.publish(&self.bus, &self.name, events).await

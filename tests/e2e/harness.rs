@@ -177,6 +177,24 @@ impl Sluice {
         child.wait().unwrap();
     }
 
+    /// SIGSTOP: the process stops where it is, as if the machine froze; its
+    /// sockets stay open. [`Sluice::kill9`] ends it from there.
+    pub fn freeze(&self) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    }
+
+    /// Replace the config's body (sources, targets, rules) for the next start,
+    /// keeping its `server` block.
+    pub fn set_body(&self, body: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let end = text
+            .find("\nsources:")
+            .or_else(|| text.find("\ntargets:"))
+            .map_or(text.len(), |i| i + 1);
+        std::fs::write(&self.config, format!("{}{body}", &text[..end])).unwrap();
+    }
+
     /// SIGTERM, then wait for exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take().expect("running");

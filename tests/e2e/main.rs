@@ -7,6 +7,7 @@ mod harness;
 mod ingest;
 mod kafka;
 mod kafka_group;
+mod kafka_sources;
 mod postgres;
 mod rules;
 mod s3;

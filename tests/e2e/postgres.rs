@@ -9,6 +9,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::harness::{validate, Sluice};
 
+mod chaos;
 mod pipeline;
 
 pub fn pg_url() -> String {

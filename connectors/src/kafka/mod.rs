@@ -2,10 +2,13 @@
 //! the CloudEvents Kafka protocol binding. Records are converted to events here,
 //! in sluice's own code, so null or broken headers never panic.
 
+mod positions;
+mod rebalance;
 mod record;
-mod replay;
+mod refresh;
 mod sink;
 mod source;
+mod status;
 
 pub use record::{record_to_event, RecordMapping};
 pub use sink::KafkaSink;

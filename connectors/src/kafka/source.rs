@@ -1,199 +1,59 @@
 //! The Kafka source: a consumer group whose offsets advance only behind durable
-//! events (at least once): records are published in batches, and each record's
-//! offset is stored after its batch is durable, in partition order; librdkafka
-//! commits stored offsets in the background and on partition revoke.
+//! events (at least once). Records are published in batches; after a batch is
+//! durable its highest offset per partition is sluice's position (written with
+//! the events, see [`super::positions`]) and each record's offset is stored, in
+//! partition order; librdkafka commits stored offsets once a second and when
+//! partitions are revoked. A restarted source resumes after its own positions,
+//! so what was durable is neither read nor queued again.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
-    StreamConsumer,
-};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::ClientConfig;
 use sluice_router::config::{KafkaSourceConfig, KafkaStart, Malformed};
-use sluice_router::engine::{PublishError, Replays as EngineReplays};
+use sluice_router::engine::{Engine, PublishError, Replays};
+use sluice_router::event::Event;
 use sluice_router::source::{Source, SourceContext, SourceError};
 use sluice_router::store::StoreError;
+use sluice_router::throttle::Level;
 
+use super::positions::Positions;
+use super::rebalance::Rebalancing;
 use super::record::{problem_of, record_to_event, RecordMapping};
-use super::replay::Replays;
+use super::status::Tracker;
 
 /// How long a batch waits for more records after its first.
 const BATCH_WAIT: Duration = Duration::from_millis(5);
 
-/// How long the rebalance callback waits for the broker's committed offsets and
-/// offsets-for-times answers.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a paused source looks at the backlog again.
+const PAUSE_CHECK: Duration = Duration::from_millis(100);
 
-/// The source's side of group rebalances: commits stored offsets before
-/// partitions are taken away, so the next owner starts after what this process
-/// made durable; and, with `start: <time>`, starts partitions the group has no
-/// offset for at the first record at or after that time.
-struct Rebalancing {
-    source: String,
-    start_ms: Option<i64>,
-    /// Partitions started by time whose first record at or after the time has not
-    /// been seen yet: the source drops their older records itself, for brokers
-    /// whose offsets-for-times lookup does not look at timestamps.
-    seeking: Arc<Mutex<HashSet<(String, i32)>>>,
-    /// Partitions assigned since the source last looked, each with whether the
-    /// group had a committed offset for it (see [`Replays::assigned`]).
-    assigned: Arc<Mutex<Vec<(String, i32, bool)>>>,
-}
+/// librdkafka settings sluice chooses unless `options` sets them: a member that
+/// dies is noticed within 10 s (librdkafka's default is 45 s), so a restarted
+/// sluice gets its partitions back within that plus a rebalance.
+const DEFAULTS: [(&str, &str); 2] = [
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+];
 
-impl ClientContext for Rebalancing {}
-
-impl ConsumerContext for Rebalancing {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                if let Ok(mut seeking) = self.seeking.lock() {
-                    for e in tpl.elements() {
-                        seeking.remove(&(e.topic().to_owned(), e.partition()));
-                    }
-                }
-                tracing::info!(source = %self.source, partitions = tpl.count(), "Partitions revoked; committing.");
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    tracing::debug!(error = %e, "Commit on revoke found nothing to commit.");
-                }
-            }
-            Rebalance::Assign(tpl) => {
-                tracing::info!(source = %self.source, partitions = tpl.count(), "Partitions assigned.");
-            }
-            Rebalance::Error(e) => {
-                tracing::warn!(source = %self.source, error = %e, "Rebalance failed.");
-            }
-        }
-    }
-
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-            let committed = consumer.committed_offsets(tpl.clone(), LOOKUP_TIMEOUT);
-            if let Ok(mut assigned) = self.assigned.lock() {
-                for e in tpl.elements() {
-                    // Unknown counts as none: stored positions are then dropped,
-                    // which can repeat records but never skips one.
-                    let has = committed.as_ref().is_ok_and(|c| {
-                        c.find_partition(e.topic(), e.partition()).is_some_and(|c| {
-                            !matches!(c.offset(), Offset::Invalid | Offset::Stored)
-                        })
-                    });
-                    assigned.push((e.topic().to_owned(), e.partition(), has));
-                }
-            }
-            match committed {
-                Ok(committed) => {
-                    if let Some(ms) = self.start_ms {
-                        self.start_at_time(consumer, tpl, &committed, ms);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(source = %self.source, error = %e, "Reading committed offsets failed; `start` time not applied.");
-                }
-            }
-        }
-        self.default_rebalance(consumer, err, tpl);
-    }
-}
-
-impl Rebalancing {
-    /// What librdkafka's default rebalance does (rdkafka's `rebalance`), kept here
-    /// because overriding `rebalance` replaces it.
-    fn default_rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &TopicPartitionList,
-    ) {
-        use RDKafkaRespErr::{
-            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN,
-            RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS as REVOKE,
-        };
-        let rebalance = match err {
-            ASSIGN => Rebalance::Assign(tpl),
-            REVOKE => Rebalance::Revoke(tpl),
-            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
-        };
-        self.pre_rebalance(consumer, &rebalance);
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        let result = match (err, cooperative) {
-            (ASSIGN, true) => consumer.incremental_assign(tpl),
-            (ASSIGN, false) => consumer.assign(tpl),
-            (REVOKE, true) => consumer.incremental_unassign(tpl),
-            _ => consumer.unassign(),
-        };
-        if let Err(e) = result {
-            tracing::warn!(source = %self.source, error = %e, "Applying a rebalance failed.");
-        }
-        self.post_rebalance(consumer, &rebalance);
-    }
-
-    /// Set the start offset of each partition in `tpl` that has no committed
-    /// offset to the first record at or after `ms`. A failed lookup leaves the
-    /// partition to `auto.offset.reset` (latest) and is logged.
-    fn start_at_time(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        tpl: &mut TopicPartitionList,
-        committed: &TopicPartitionList,
-        ms: i64,
-    ) {
-        let mut times = TopicPartitionList::new();
-        for e in committed.elements() {
-            if matches!(e.offset(), Offset::Invalid | Offset::Stored) {
-                let _ = times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(ms));
-                if let Ok(mut seeking) = self.seeking.lock() {
-                    seeking.insert((e.topic().to_owned(), e.partition()));
-                }
-            }
-        }
-        if times.count() == 0 {
-            return;
-        }
-        match consumer.offsets_for_times(times, LOOKUP_TIMEOUT) {
-            Ok(found) => {
-                tracing::debug!(source = %self.source, offsets = ?found, "Start offsets for the `start` time.");
-                for e in found.elements() {
-                    // No record at or after the time: start at the end.
-                    let offset = match e.offset() {
-                        Offset::Offset(o) if o >= 0 => Offset::Offset(o),
-                        _ => Offset::End,
-                    };
-                    let _ = tpl.set_partition_offset(e.topic(), e.partition(), offset);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(source = %self.source, error = %e, "Looking up offsets for the `start` time failed; starting at latest.");
-            }
-        }
-    }
-}
+type Consumer_ = StreamConsumer<Rebalancing>;
 
 /// A configured Kafka source.
 pub struct KafkaSource {
-    consumer: StreamConsumer<Rebalancing>,
+    consumer: Arc<Consumer_>,
     mapping: RecordMapping,
     batch: usize,
     max_backlog: u64,
     start_ms: Option<i64>,
     seeking: Arc<Mutex<HashSet<(String, i32)>>>,
-    assigned: Arc<Mutex<Vec<(String, i32, bool)>>>,
+    /// sluice's durable positions (None with `dedupe_window: 0s`).
+    positions: Option<Arc<Mutex<Positions>>>,
     malformed: Malformed,
-    group: String,
+    tracker: Arc<Tracker>,
 }
 
 fn context_start_ms(config: &KafkaSourceConfig) -> Option<i64> {
@@ -204,8 +64,12 @@ fn context_start_ms(config: &KafkaSourceConfig) -> Option<i64> {
 }
 
 impl KafkaSource {
-    pub fn new(config: &KafkaSourceConfig) -> Result<Self, String> {
+    /// Build the consumer and subscribe; nothing is read before `run`.
+    pub fn new(config: &KafkaSourceConfig, engine: &Engine) -> Result<Self, String> {
         let mut client = ClientConfig::new();
+        for (k, v) in DEFAULTS {
+            client.set(k, v);
+        }
         client
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.group)
@@ -224,21 +88,33 @@ impl KafkaSource {
         for (k, v) in &config.options {
             client.set(k, v);
         }
+        let window_ms = engine.dedupe_window_ms();
+        let positions = if window_ms > 0 {
+            let progress = engine
+                .store()
+                .progress(&config.name)
+                .map_err(|e| e.to_string())?;
+            let positions = Positions::new(progress, &config.group, window_ms);
+            Some(Arc::new(Mutex::new(positions)))
+        } else {
+            None
+        };
         let seeking = Arc::new(Mutex::new(HashSet::new()));
-        let assigned = Arc::new(Mutex::new(Vec::new()));
+        let tracker = Arc::new(Tracker::new(&config.name, &config.group, &engine.metrics));
         let context = Rebalancing {
             seeking: seeking.clone(),
-            assigned: assigned.clone(),
             source: config.name.clone(),
             start_ms: context_start_ms(config),
+            positions: positions.clone(),
+            tracker: tracker.clone(),
         };
-        let consumer: StreamConsumer<Rebalancing> = client
+        let consumer: Consumer_ = client
             .create_with_context(context)
             .map_err(|e| e.to_string())?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| e.to_string())?;
         Ok(Self {
-            consumer,
+            consumer: Arc::new(consumer),
             mapping: RecordMapping {
                 event_source: config.event_source.clone(),
                 event_type: config.event_type.clone(),
@@ -247,14 +123,12 @@ impl KafkaSource {
             max_backlog: config.max_backlog,
             start_ms: context_start_ms(config),
             seeking,
-            assigned,
+            positions,
             malformed: config.malformed,
-            group: config.group.clone(),
+            tracker,
         })
     }
-}
 
-impl KafkaSource {
     /// Whether `m` is older than `start` in a partition that began there and has
     /// not reached that time yet (its offset is still stored: it is skipped, not
     /// pending).
@@ -280,42 +154,84 @@ impl KafkaSource {
         false
     }
 
-    /// Stop taking records until the bus's backlog drops below half of
-    /// `max_backlog`. librdkafka's own prefetch queue stays bounded meanwhile;
-    /// a wait longer than `max.poll.interval.ms` makes this member rejoin its
-    /// group afterwards, with nothing lost (offsets are stored only behind
-    /// durable events). Returns false on shutdown.
-    async fn wait_for_backlog(&self, cx: &SourceContext) -> bool {
-        tracing::info!(source = %cx.name, backlog = cx.engine.backlog(&cx.bus), "Delivery is behind; consumption paused.");
-        let resume_below = self.max_backlog / 2;
-        while cx.engine.backlog(&cx.bus) > resume_below {
-            tokio::select! {
-                () = cx.shutdown.cancelled() => return false,
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+    /// Pause or resume every assigned partition (partitions assigned while paused
+    /// are paused as they come, see [`Rebalancing`]). While paused the source
+    /// keeps polling, so the group's rebalances go on: a member that stopped
+    /// polling would hold up its whole group. librdkafka drops what it fetched
+    /// ahead for a paused partition and resumes after the last record it gave.
+    fn set_paused(&self, paused: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let done = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(e) = done {
+            tracing::debug!(error = %e, paused, "Pausing or resuming partitions failed.");
+        }
+    }
+
+    /// The next batch: the first record (waiting for it, or until shutdown, or
+    /// while paused until the next backlog check), then what follows within
+    /// [`BATCH_WAIT`]. Each record is checked for gaps as it arrives.
+    async fn next_batch<'c>(
+        &'c self,
+        cx: &SourceContext,
+        paused: bool,
+    ) -> Option<Vec<BorrowedMessage<'c>>> {
+        let first = tokio::select! {
+            biased;
+            () = cx.shutdown.cancelled() => return None,
+            m = self.consumer.recv() => m,
+            () = tokio::time::sleep(PAUSE_CHECK), if paused => return Some(Vec::new()),
+        };
+        let mut batch = Vec::new();
+        match first {
+            Ok(m) => batch.push(m),
+            Err(e) => {
+                self.client_error(cx, &e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Some(batch);
             }
         }
-        tracing::info!(source = %cx.name, "Consumption resumed.");
-        true
+        while batch.len() < self.batch {
+            match tokio::time::timeout(BATCH_WAIT, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m),
+                Ok(Err(e)) => {
+                    self.client_error(cx, &e);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        for m in &batch {
+            self.tracker.record(m.topic(), m.partition(), m.offset());
+        }
+        Some(batch)
+    }
+
+    fn client_error(&self, cx: &SourceContext, e: &rdkafka::error::KafkaError) {
+        self.tracker
+            .throttle
+            .log(Level::Warn, &cx.name, &format!("Kafka consumer error: {e}"));
     }
 }
 
-/// A batch read for publishing: the events, the malformed records refused, and
-/// how many records were skipped as replays.
+/// A batch read for publishing: the events, the malformed records refused, the
+/// positions to store with them, and how many records were skipped as replays.
 struct Mapped {
-    events: Vec<sluice_router::event::Event>,
-    rejected: Vec<(sluice_router::event::Event, String)>,
+    events: Vec<Event>,
+    rejected: Vec<(Event, String)>,
     positions: Vec<(Vec<u8>, i64)>,
     replayed: u64,
 }
 
 impl KafkaSource {
-    /// Turn a batch into events, leaving out records before `start` and replays.
-    fn map_batch<M: Message>(
-        &self,
-        batch: &[M],
-        mut replays: Option<&mut Replays>,
-        cx: &SourceContext,
-    ) -> Result<Mapped, StoreError> {
+    /// Turn a batch into events, leaving out records before `start` and records
+    /// sluice holds durable already.
+    fn map_batch<M: Message>(&self, batch: &[M]) -> Result<Mapped, StoreError> {
         let now = sluice_router::now_ms();
         let mut mapped = Mapped {
             events: Vec::with_capacity(batch.len()),
@@ -323,19 +239,16 @@ impl KafkaSource {
             positions: Vec::new(),
             replayed: 0,
         };
-        // Drained whether or not replays are tracked, so it never grows.
-        let assigned: Vec<(String, i32, bool)> = match self.assigned.lock() {
-            Ok(mut a) => a.drain(..).collect(),
-            Err(_) => Vec::new(),
-        };
-        if let Some(r) = replays.as_deref_mut() {
-            for (topic, partition, committed) in assigned {
-                r.assigned(&topic, partition, committed);
-            }
+        let mut positions = self
+            .positions
+            .as_ref()
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(p) = positions.as_deref_mut() {
+            p.begin();
         }
         for m in batch.iter().filter(|m| !self.before_start(*m)) {
-            if let Some(r) = replays.as_deref_mut() {
-                if r.seen(m, now)? {
+            if let Some(p) = positions.as_deref_mut() {
+                if p.replayed(m, now)? {
                     mapped.replayed += 1;
                     continue;
                 }
@@ -346,37 +259,37 @@ impl KafkaSource {
                 _ => mapped.events.push(event),
             }
         }
-        if let Some(r) = replays {
-            mapped.positions = r.after(batch, now)?;
-        }
-        if mapped.replayed > 0 {
-            tracing::debug!(source = %cx.name, replayed = mapped.replayed, "Records queued before were skipped.");
+        if let Some(p) = positions.as_deref() {
+            mapped.positions = p.batch_positions();
         }
         Ok(mapped)
     }
 
     /// Make a mapped batch durable: rejects, then events with their positions.
-    async fn publish(
-        &self,
-        mapped: Mapped,
-        replays: Option<&mut Replays>,
-        cx: &SourceContext,
-    ) -> Result<(), PublishError> {
-        cx.reject(mapped.rejected).await?;
-        match replays {
-            Some(r) => {
-                let by_position = EngineReplays::ByPosition {
-                    progress: r.progress(),
+    async fn publish(&self, mapped: &Mapped, cx: &SourceContext) -> Result<(), PublishError> {
+        cx.reject(mapped.rejected.clone()).await?;
+        match &self.positions {
+            Some(p) => {
+                let progress = p
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .progress()
+                    .clone();
+                let by_position = Replays::ByPosition {
+                    progress: &progress,
                     positions: &mapped.positions,
                 };
                 cx.publish_with(&mapped.events, by_position).await?;
-                r.stored(&mapped.positions, sluice_router::now_ms());
+                p.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .stored(sluice_router::now_ms());
             }
             None => {
                 cx.publish(&mapped.events).await?;
             }
         }
         if mapped.replayed > 0 {
+            tracing::debug!(source = %cx.name, replayed = mapped.replayed, "Records sluice holds already were skipped.");
             let metrics = &cx.engine.metrics;
             metrics.received(&cx.bus, &cx.name).inc_by(mapped.replayed);
             metrics
@@ -385,78 +298,82 @@ impl KafkaSource {
         }
         Ok(())
     }
+
+    /// Publish `batch` until it is durable (an unavailable store is retried,
+    /// never skipped), then store its offsets. Returns false on shutdown.
+    async fn deliver(&self, batch: &[BorrowedMessage<'_>], cx: &SourceContext) -> bool {
+        loop {
+            let done = match self.map_batch(batch) {
+                Ok(mapped) => self.publish(&mapped, cx).await,
+                Err(e) => Err(e.into()),
+            };
+            match done {
+                Ok(()) => break,
+                Err(e) => {
+                    self.tracker.throttle.log(
+                        Level::Error,
+                        &cx.name,
+                        &format!("Publishing Kafka records failed; retrying: {e}"),
+                    );
+                    tokio::select! {
+                        () = cx.shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+        let mut durable: Vec<(String, i32, i64)> = Vec::new();
+        for m in batch {
+            // A partition revoked while its batch was being published can no
+            // longer store offsets; its new owner re-reads from the last commit
+            // (at least once), so this is not an error.
+            if let Err(e) = self.consumer.store_offset_from_message(m) {
+                tracing::debug!(source = %cx.name, partition = m.partition(), error = %e, "Offset not stored (partition revoked).");
+            }
+            match durable
+                .iter_mut()
+                .find(|(t, p, _)| t == m.topic() && *p == m.partition())
+            {
+                Some((_, _, at)) => *at = (*at).max(m.offset()),
+                None => durable.push((m.topic().to_owned(), m.partition(), m.offset())),
+            }
+        }
+        self.tracker.durable(durable);
+        true
+    }
 }
 
 #[async_trait]
 impl Source for KafkaSource {
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
-        let window_ms = cx.engine.dedupe_window_ms();
-        let mut replays = match cx.engine.store().progress(&cx.name) {
-            Ok(progress) if window_ms > 0 => Some(Replays::new(progress, &self.group, window_ms)),
-            Ok(_) => None,
-            Err(e) => {
-                return Err(SourceError {
-                    source_name: cx.name.clone(),
-                    message: e.to_string(),
-                    class: e.class(),
-                })
-            }
-        };
+        cx.report(self.tracker.clone());
+        let refresh = tokio::spawn(super::refresh::run(
+            self.consumer.clone(),
+            self.tracker.clone(),
+            cx.shutdown.clone(),
+        ));
+        let mut paused = false;
         loop {
-            if cx.engine.backlog(&cx.bus) > self.max_backlog && !self.wait_for_backlog(&cx).await {
+            let backlog = cx.engine.backlog(&cx.bus);
+            if !paused && backlog > self.max_backlog {
+                tracing::info!(source = %cx.name, backlog, "Delivery is behind; consumption paused.");
+                paused = true;
+                self.tracker.paused(true);
+                self.set_paused(true);
+            } else if paused && backlog <= self.max_backlog / 2 {
+                tracing::info!(source = %cx.name, backlog, "Consumption resumed.");
+                paused = false;
+                self.tracker.paused(false);
+                self.set_paused(false);
+            }
+            let Some(batch) = self.next_batch(&cx, paused).await else {
+                break;
+            };
+            if !batch.is_empty() && !self.deliver(&batch, &cx).await {
                 break;
             }
-            // Wait for the first record of a batch, or shutdown.
-            let first = tokio::select! {
-                biased;
-                () = cx.shutdown.cancelled() => break,
-                m = self.consumer.recv() => m,
-            };
-            let first = match first {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(source = %cx.name, error = %e, "Kafka consumer error.");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            let mut batch = vec![first];
-            while batch.len() < self.batch {
-                match tokio::time::timeout(BATCH_WAIT, self.consumer.recv()).await {
-                    Ok(Ok(m)) => batch.push(m),
-                    Ok(Err(e)) => {
-                        tracing::warn!(source = %cx.name, error = %e, "Kafka consumer error.");
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            // Durable first; an unavailable store is retried, never skipped.
-            loop {
-                let done = match self.map_batch(&batch, replays.as_mut(), &cx) {
-                    Ok(mapped) => self.publish(mapped, replays.as_mut(), &cx).await,
-                    Err(e) => Err(e.into()),
-                };
-                match done {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(source = %cx.name, error = %e, "Publishing Kafka records failed; retrying.");
-                        tokio::select! {
-                            () = cx.shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                }
-            }
-            for m in &batch {
-                // A partition revoked while its batch was being published can no
-                // longer store offsets; its new owner re-reads from the last commit
-                // (at least once), so this is not an error.
-                if let Err(e) = self.consumer.store_offset_from_message(m) {
-                    tracing::debug!(source = %cx.name, partition = m.partition(), error = %e, "Offset not stored (partition revoked).");
-                }
-            }
         }
+        refresh.abort();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(source = %cx.name, error = %e, "Final commit found nothing to commit.");
         }

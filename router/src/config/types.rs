@@ -115,6 +115,14 @@ impl SourceConfig {
             Self::Kafka(s) => &s.bus,
         }
     }
+
+    /// The `type` of the source, as the config names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Http(_) => "http",
+            Self::Kafka(_) => "kafka",
+        }
+    }
 }
 
 /// Consume Kafka topics as a consumer group; each record becomes a CloudEvent
