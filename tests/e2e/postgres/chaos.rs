@@ -93,7 +93,7 @@ async fn kafka_to_postgres_through_random_kills_and_restarts() {
         let at = (records * percent / 100) as i64;
         db.wait_rows("orders", at, Duration::from_secs(300)).await;
         tokio::time::sleep(Duration::from_millis(next(&mut rng) % 400)).await;
-        let how = if next(&mut rng) % 3 == 0 {
+        let how = if next(&mut rng).is_multiple_of(3) {
             assert_eq!(sluice.terminate(), Some(0), "{}", sluice.log());
             "SIGTERM"
         } else {
