@@ -59,8 +59,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// An event published again with the same `source` and `id` within this time
     /// (an HTTP client's retry) is dropped as a duplicate instead of being
-    /// delivered twice; a Kafka source skips records it re-reads after a crash by
-    /// offset, for the same time. `0s` turns both off.
+    /// delivered twice; a Kafka source resumes after the offsets it made durable
+    /// (its positions count for the same time). `0s` turns both off.
     #[serde(default = "defaults::dedupe_window", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub dedupe_window: Duration,
