@@ -33,50 +33,66 @@ struct Seen {
     message: String,
 }
 
+/// Whose messages a throttle counts: the field its lines carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    Source(String),
+    Target(String),
+}
+
 /// Counts repeats of log messages; see the module docs.
 pub struct Throttle {
+    who: Who,
     interval: Duration,
     seen: Mutex<HashMap<String, Seen>>,
 }
 
-impl Default for Throttle {
-    fn default() -> Self {
-        Self::new(DEFAULT_INTERVAL)
-    }
-}
-
-/// `message` with every run of digits replaced by `#`: the same failure at other
-/// offsets or after other delays is the same message.
+/// The key repeats are counted under: `message` without its parenthesized parts
+/// (clients put delays and "N identical errors suppressed" there) and with every
+/// run of digits as `#`, so the same failure at other offsets or after other
+/// delays is the same message.
 fn shape(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
+    let mut depth = 0usize;
     let mut in_digits = false;
     for c in message.chars() {
-        if c.is_ascii_digit() {
-            if !in_digits {
-                out.push('#');
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            c if c.is_ascii_digit() => {
+                if !in_digits {
+                    out.push('#');
+                }
+                in_digits = true;
+                continue;
             }
-            in_digits = true;
-        } else {
-            out.push(c);
-            in_digits = false;
+            c => out.push(c),
         }
+        in_digits = false;
     }
     out
 }
 
 impl Throttle {
-    pub fn new(interval: Duration) -> Self {
+    /// A throttle for the lines of `who`, counting repeats for [`DEFAULT_INTERVAL`].
+    pub fn new(who: Who) -> Self {
+        Self::with_interval(who, DEFAULT_INTERVAL)
+    }
+
+    pub fn with_interval(who: Who, interval: Duration) -> Self {
         Self {
+            who,
             interval,
             seen: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Log `message` at `level` under `context` (a source or target name), unless
-    /// the same message was logged within the interval: then only count it.
-    pub fn log(&self, level: Level, context: &str, message: &str) {
+    /// Log `message` at `level`, unless the same message was logged within the
+    /// interval: then only count it.
+    pub fn log(&self, level: Level, message: &str) {
         if let Some(repeated) = self.admit(level, message, Instant::now()) {
-            emit(level, context, message, repeated);
+            emit(&self.who, level, message, repeated);
         }
     }
 
@@ -117,9 +133,9 @@ impl Throttle {
     /// Log the count of every message that repeated but has not recurred since its
     /// interval ran out, and forget messages that went quiet. Call it now and then
     /// (connectors do it from their status refresh).
-    pub fn flush(&self, context: &str) {
+    pub fn flush(&self) {
         for (level, message, repeated) in self.due(Instant::now()) {
-            emit(level, context, &message, repeated);
+            emit(&self.who, level, &message, repeated);
         }
     }
 
@@ -144,14 +160,24 @@ impl Throttle {
     }
 }
 
-fn emit(level: Level, context: &str, message: &str, repeated: u64) {
-    match (level, repeated) {
-        (Level::Error, 0) => tracing::error!(context, "{message}"),
-        (Level::Error, n) => tracing::error!(context, repeated = n, "{message}"),
-        (Level::Warn, 0) => tracing::warn!(context, "{message}"),
-        (Level::Warn, n) => tracing::warn!(context, repeated = n, "{message}"),
-        (Level::Info, 0) => tracing::info!(context, "{message}"),
-        (Level::Info, n) => tracing::info!(context, repeated = n, "{message}"),
+fn emit(who: &Who, level: Level, message: &str, repeated: u64) {
+    // `repeated` only when there were repeats; one macro call per level and field.
+    macro_rules! line {
+        ($mac:ident) => {
+            match (who, repeated) {
+                (Who::Source(name), 0) => tracing::$mac!(source = %name, "{message}"),
+                (Who::Source(name), n) => tracing::$mac!(source = %name, repeated = n, "{message}"),
+                (Who::Target(name), 0) => tracing::$mac!(target = %name, "{message}"),
+                (Who::Target(name), n) => {
+                    tracing::$mac!(target = %name, repeated = n, "{message}")
+                }
+            }
+        };
+    }
+    match level {
+        Level::Error => line!(error),
+        Level::Warn => line!(warn),
+        Level::Info => line!(info),
     }
 }
 
@@ -161,9 +187,19 @@ mod tests {
 
     #[test]
     fn a_repeated_message_is_logged_once_per_interval_with_its_count() {
-        let t = Throttle::new(Duration::from_secs(30));
+        let t = Throttle::with_interval(Who::Source("s".into()), Duration::from_secs(30));
         let start = Instant::now();
-        let msg = |ms: u64| format!("Connect to 127.0.0.1:9092 failed (after {ms}ms)");
+        let msg = |ms: u64| {
+            let suppressed = if ms.is_multiple_of(2) {
+                ", 3 identical error(s) suppressed"
+            } else {
+                ""
+            };
+            format!(
+                "Connect to 127.0.0.1:{} failed (after {ms}ms{suppressed})",
+                9092
+            )
+        };
         assert_eq!(t.admit(Level::Warn, &msg(1), start), Some(0));
         for i in 0..449 {
             let at = start + Duration::from_millis(60 * i);
@@ -179,7 +215,7 @@ mod tests {
 
     #[test]
     fn flush_reports_repeats_of_a_message_that_stopped_and_forgets_quiet_ones() {
-        let t = Throttle::new(Duration::from_secs(30));
+        let t = Throttle::with_interval(Who::Source("s".into()), Duration::from_secs(30));
         let start = Instant::now();
         t.admit(Level::Error, "broker down", start);
         t.admit(Level::Error, "broker down", start + Duration::from_secs(1));

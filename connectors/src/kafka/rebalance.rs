@@ -56,17 +56,14 @@ impl ClientContext for Rebalancing {
                 return;
             }
         };
-        self.tracker.throttle.log(
-            level,
-            &self.source,
-            &format!("Kafka client: {fac}: {message}"),
-        );
+        self.tracker
+            .throttle
+            .log(level, &format!("Kafka client: {fac}: {message}"));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.tracker.throttle.log(
             Level::Error,
-            &self.source,
             &format!("Kafka client error: {error}: {reason}"),
         );
     }
@@ -100,11 +97,9 @@ impl ConsumerContext for Rebalancing {
                 tracing::info!(source = %self.source, partitions = tpl.count(), list = %list.join(","), "Partitions assigned.");
             }
             Rebalance::Error(e) => {
-                self.tracker.throttle.log(
-                    Level::Warn,
-                    &self.source,
-                    &format!("Rebalance failed: {e}"),
-                );
+                self.tracker
+                    .throttle
+                    .log(Level::Warn, &format!("Rebalance failed: {e}"));
             }
         }
     }
@@ -152,7 +147,6 @@ impl ConsumerContext for Rebalancing {
             Err(KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => self.tracker.throttle.log(
                 Level::Warn,
-                &self.source,
                 &format!("Committing offsets failed (they are committed again later): {e}"),
             ),
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::ClientConfig;
 use sluice_router::config::{KafkaSourceConfig, KafkaStart, Malformed};
@@ -191,7 +192,7 @@ impl KafkaSource {
         match first {
             Ok(m) => batch.push(m),
             Err(e) => {
-                self.client_error(cx, &e);
+                self.client_error(&e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return Some(batch);
             }
@@ -200,7 +201,7 @@ impl KafkaSource {
             match tokio::time::timeout(BATCH_WAIT, self.consumer.recv()).await {
                 Ok(Ok(m)) => batch.push(m),
                 Ok(Err(e)) => {
-                    self.client_error(cx, &e);
+                    self.client_error(&e);
                     break;
                 }
                 Err(_) => break,
@@ -212,10 +213,20 @@ impl KafkaSource {
         Some(batch)
     }
 
-    fn client_error(&self, cx: &SourceContext, e: &rdkafka::error::KafkaError) {
-        self.tracker
-            .throttle
-            .log(Level::Warn, &cx.name, &format!("Kafka consumer error: {e}"));
+    /// An error the consumer returned instead of a record. Brokers that cannot be
+    /// reached are reported by the client's own error callback (and `/readyz`);
+    /// their echo here is left to the debug log.
+    fn client_error(&self, e: &KafkaError) {
+        use rdkafka::error::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure};
+        match e {
+            KafkaError::MessageConsumption(AllBrokersDown | BrokerTransportFailure) => {
+                tracing::debug!(source = %self.tracker.source(), error = %e, "Kafka consumer error.");
+            }
+            _ => self
+                .tracker
+                .throttle
+                .log(Level::Warn, &format!("Kafka consumer error: {e}")),
+        }
     }
 }
 
@@ -312,7 +323,6 @@ impl KafkaSource {
                 Err(e) => {
                     self.tracker.throttle.log(
                         Level::Error,
-                        &cx.name,
                         &format!("Publishing Kafka records failed; retrying: {e}"),
                     );
                     tokio::select! {

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sluice_router::metrics::Metrics;
 use sluice_router::now_ms;
 use sluice_router::source::SourceStatus;
-use sluice_router::throttle::{Level, Throttle};
+use sluice_router::throttle::{Level, Throttle, Who};
 
 /// A source holding no partitions for this long says so once (the group's other
 /// members hold them all, or a dead member's session has not expired yet).
@@ -130,7 +130,7 @@ impl Tracker {
                 last_record_ms: None,
                 idle_warned: false,
             }),
-            throttle: Throttle::default(),
+            throttle: Throttle::new(Who::Source(source.to_owned())),
             assigned,
             lag: metrics.gauge_family(
                 "sluice_kafka_lag",
@@ -228,7 +228,6 @@ impl Tracker {
         }
         self.throttle.log(
             Level::Warn,
-            &self.source,
             &format!(
                 "Records skipped in {topic} partition {partition}: expected offset {first}, \
                  the next record is at {}. A compacted topic, transaction markers or \
@@ -301,6 +300,10 @@ impl Tracker {
         }
     }
 
+    pub(super) fn source(&self) -> &str {
+        &self.source
+    }
+
     pub(super) fn is_paused(&self) -> bool {
         self.state().phase == Phase::Paused
     }
@@ -327,7 +330,6 @@ impl Tracker {
         if let Some(why) = &unreachable {
             self.throttle.log(
                 Level::Error,
-                &self.source,
                 &format!("The Kafka brokers cannot be reached: {why}"),
             );
         }
@@ -355,7 +357,7 @@ impl Tracker {
             );
         }
         drop(state);
-        self.throttle.flush(&self.source);
+        self.throttle.flush();
     }
 }
 
