@@ -210,7 +210,9 @@ impl Rebalancing {
                     if at > 0 && committed_at.is_none_or(|c| c < at) {
                         catch_up.push((topic.clone(), partition, at));
                     }
-                    tracing::info!(source = %self.source, topic, partition, offset = at, committed = ?committed_at, "Resuming after what sluice holds durable.");
+                    if position.is_some_and(|p| p + 1 == at) {
+                        tracing::info!(source = %self.source, topic, partition, offset = at, committed = ?committed_at, "Resuming after what sluice holds durable.");
+                    }
                 }
                 Start::Committed if committed_at.is_none() && self.start_ms.is_some() => {
                     let _ = by_time.add_partition_offset(

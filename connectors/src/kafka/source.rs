@@ -176,7 +176,7 @@ impl KafkaSource {
 
     /// The next batch: the first record (waiting for it, or until shutdown, or
     /// while paused until the next backlog check), then what follows within
-    /// [`BATCH_WAIT`]. Each record is checked for gaps as it arrives.
+    /// [`BATCH_WAIT`].
     async fn next_batch<'c>(
         &'c self,
         cx: &SourceContext,
@@ -189,8 +189,16 @@ impl KafkaSource {
             () = tokio::time::sleep(PAUSE_CHECK), if paused => return Some(Vec::new()),
         };
         let mut batch = Vec::new();
+        // Each record is checked as it arrives: a rebalance inside a later `recv`
+        // changes what the next offset of a partition should be.
+        let arrived = |m: &BorrowedMessage<'_>| {
+            self.tracker.record(m.topic(), m.partition(), m.offset());
+        };
         match first {
-            Ok(m) => batch.push(m),
+            Ok(m) => {
+                arrived(&m);
+                batch.push(m);
+            }
             Err(e) => {
                 self.client_error(&e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -199,16 +207,16 @@ impl KafkaSource {
         }
         while batch.len() < self.batch {
             match tokio::time::timeout(BATCH_WAIT, self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m),
+                Ok(Ok(m)) => {
+                    arrived(&m);
+                    batch.push(m);
+                }
                 Ok(Err(e)) => {
                     self.client_error(&e);
                     break;
                 }
                 Err(_) => break,
             }
-        }
-        for m in &batch {
-            self.tracker.record(m.topic(), m.partition(), m.offset());
         }
         Some(batch)
     }
