@@ -577,8 +577,22 @@ async fn records_durable_before_a_crash_are_not_read_again() {
     assert_eq!(sluice.stats("all.fn").await["depth"], 2_100);
     sluice.kill9();
 
-    // The third run starts each partition after sluice's position: nothing of the
-    // 2,000 is read again, and what comes next is.
+    // The third run starts each partition after sluice's position, and the
+    // group's offsets catch up with it (committed at its graceful stop).
+    sluice.spawn().await;
+    wait_source(&sluice, "both partitions assigned", |s| {
+        s["assigned_partitions"] == 2
+    })
+    .await;
+    assert_eq!(sluice.terminate(), Some(0));
+    let view = crate::kafka_sources::plain_view(&topic, &format!("g-{topic}"), 2);
+    assert!(
+        view.iter()
+            .all(|(_, high, committed)| Some(*high) == *committed),
+        "committed up to sluice's positions: {view:?}\n{}",
+        sluice.log()
+    );
+    // Nothing of the 2,000 is read again, and what comes next is.
     sluice.spawn().await;
     wait_source(&sluice, "both partitions assigned", |s| {
         s["assigned_partitions"] == 2

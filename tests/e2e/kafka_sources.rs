@@ -21,7 +21,7 @@ use crate::kafka::{
 
 /// A plain consumer's view of `group` on `topic`: per partition its watermarks
 /// and the group's committed offset.
-fn plain_view(topic: &str, group: &str, partitions: i32) -> Vec<(i64, i64, Option<i64>)> {
+pub fn plain_view(topic: &str, group: &str, partitions: i32) -> Vec<(i64, i64, Option<i64>)> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", group)

@@ -23,8 +23,8 @@ async fn kafka_to_postgres_survives_kill_9_with_exact_rows() {
     )
     .await;
     let topic = kafka::topic("pg-pipe", 4).await;
-    // A short session, so that the group hands the partitions of a killed process
-    // to its successor after seconds rather than librdkafka's default 45.
+    // A session shorter than sluice's default 10 s, so the group hands the
+    // partitions of a killed process to its successor sooner.
     let config = format!(
         "sources:\n  - name: src\n    type: kafka\n    brokers: {brokers}\n    topics: [{topic}]\n    group: g-{topic}\n    start: earliest\n    \
 options: {{ session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\" }}\n\
