@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_connectors::http::ApiError;
 use sluice_router::config::SourceConfig;
-use sluice_router::dispatch::Subscription;
+use sluice_router::delivery::dispatch::Subscription;
 use sluice_router::store::{DeadLetter, Queue};
 
 use crate::serve::AppState;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sluice_router::cloudevents::AttributesReader;
 use sluice_router::config::Config;
 use sluice_router::event::{Event, EventFields};
-use sluice_router::filter::Filter;
+use sluice_router::matching::filter::Filter;
 use sluice_router::transform::Transform;
 
 /// Output format of the dry run.

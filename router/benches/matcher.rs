@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sluice_router::config::{FilterConfig, RuleConfig};
 use sluice_router::event::{Event, EventFields, RawData};
-use sluice_router::rules::{RuleSet, Scratch};
+use sluice_router::matching::rules::{RuleSet, Scratch};
 
 /// Resident memory of this process in bytes (Linux), to report memory per rule.
 fn rss() -> isize {

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use crate::config::Config;
-use crate::dispatch::Subscription;
+use crate::delivery::dispatch::Subscription;
+use crate::event::event_key;
 use crate::event::Event;
+use crate::matching::rules::{RuleSet, Scratch};
 use crate::metrics::Metrics;
 use crate::now_ms;
-use crate::rules::{RuleSet, Scratch};
 use crate::store::{Position, Progress, Record, Store, StoreError};
-use crate::template::event_key;
 
 /// Everything between a source and the dispatchers.
 pub struct Engine {
@@ -82,7 +82,7 @@ pub enum BuildError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Rules(Vec<crate::rules::RuleError>),
+    Rules(Vec<crate::matching::rules::RuleError>),
 }
 
 /// Why a publish was not accepted.

@@ -48,7 +48,7 @@ impl SinkError {
 /// The dispatcher calls `deliver` for one event at a time, up to the target's
 /// concurrency at once, and may call it again for the same event after a crash or a
 /// retry, so sinks that can be idempotent should key writes on `source` + `id`
-/// ([`crate::template::event_key`]).
+/// ([`crate::event::event_key`]).
 ///
 /// Targets with a `batch` setting get `deliver_batch` instead: up to `max_events`
 /// events written together, with one result per event so that the dispatcher can

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
-use sluice_router::cesql::{Expression, Value};
 use sluice_router::event::{Event, EventFields};
+use sluice_router::matching::cesql::{Expression, Value};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

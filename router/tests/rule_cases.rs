@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_router::config::RuleConfig;
 use sluice_router::event::{Event, EventFields};
-use sluice_router::rules::{RuleSet, Scratch};
+use sluice_router::matching::rules::{RuleSet, Scratch};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,9 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sluice_router::config::DocumentMode;
+use sluice_router::event::event_key;
 use sluice_router::event::Event;
 use sluice_router::sink::SinkError;
-use sluice_router::template::{event_key, Template};
+use sluice_router::transform::NameTemplate;
 
 /// Append the action line and the document of `event` to `body`. `Err` holds why
 /// this event cannot be indexed at all (its index name or document cannot be
@@ -14,7 +15,7 @@ use sluice_router::template::{event_key, Template};
 pub(super) fn append(
     body: &mut Vec<u8>,
     event: &Event,
-    index: &Template,
+    index: &NameTemplate,
     document: DocumentMode,
     now: DateTime<Utc>,
 ) -> Result<(), String> {
@@ -181,7 +182,7 @@ mod tests {
 
     #[test]
     fn body_holds_action_and_document_per_event() {
-        let index = Template::parse("logs-{data.region}-%Y.%m.%d").unwrap();
+        let index = NameTemplate::parse("logs-{data.region}-%Y.%m.%d").unwrap();
         let e = event(
             "1",
             Some("2026-03-04T05:06:07Z"),
@@ -204,7 +205,7 @@ mod tests {
 
     #[test]
     fn events_that_cannot_be_indexed_leave_the_body_alone() {
-        let index = Template::parse("logs-{data.region}").unwrap();
+        let index = NameTemplate::parse("logs-{data.region}").unwrap();
         let mut body = b"before\n".to_vec();
         let no_field = event("1", None, RawData::Json(json!({"n": 1})));
         let err = append(
@@ -216,7 +217,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err, "index: the event has no data.region");
-        let fixed = Template::parse("logs").unwrap();
+        let fixed = NameTemplate::parse("logs").unwrap();
         for (data, what) in [
             (RawData::Text("hi".into()), "text"),
             (RawData::Bytes(vec![1, 2]), "binary"),
@@ -241,7 +242,7 @@ mod tests {
 
     #[test]
     fn events_without_time_use_the_delivery_clock() {
-        let index = Template::parse("logs-%Y").unwrap();
+        let index = NameTemplate::parse("logs-%Y").unwrap();
         let mut body = Vec::new();
         let e = event("1", None, RawData::Json(json!({})));
         append(

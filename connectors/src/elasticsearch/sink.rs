@@ -12,7 +12,7 @@ use sluice_router::config::{DocumentMode, ElasticsearchAuth, ElasticsearchTarget
 use sluice_router::error::ErrorClass;
 use sluice_router::event::Event;
 use sluice_router::sink::{Sink, SinkError};
-use sluice_router::template::Template;
+use sluice_router::transform::NameTemplate;
 
 use super::bulk;
 use crate::http::{humantime_secs, parse_retry_after, root_cause};
@@ -33,7 +33,7 @@ pub struct ElasticsearchSink {
     bulk: Url,
     /// The cluster URL without credentials, for messages.
     shown: String,
-    index: Template,
+    index: NameTemplate,
     auth: Auth,
     document: DocumentMode,
     timeout: Duration,
@@ -87,7 +87,7 @@ impl ElasticsearchSink {
             root,
             bulk,
             shown: shown.to_string(),
-            index: Template::parse(&config.index).map_err(|e| format!("index: {e}"))?,
+            index: NameTemplate::parse(&config.index).map_err(|e| format!("index: {e}"))?,
             auth,
             document: config.document,
             timeout: config.timeout,

@@ -15,13 +15,13 @@ use rdkafka::ClientConfig;
 use sluice_router::config::{HttpMode, KafkaTargetConfig};
 use sluice_router::event::{binary_attributes, data_bytes, Event};
 use sluice_router::sink::{Sink, SinkError};
-use sluice_router::template::Template;
+use sluice_router::transform::NameTemplate;
 
 /// Produces events to a Kafka topic.
 pub struct KafkaSink {
     producer: FutureProducer,
-    topic: Template,
-    key: Option<Template>,
+    topic: NameTemplate,
+    key: Option<NameTemplate>,
     mode: HttpMode,
     timeout: Duration,
 }
@@ -45,11 +45,11 @@ impl KafkaSink {
         let producer: FutureProducer = client.create().map_err(|e| e.to_string())?;
         Ok(Self {
             producer,
-            topic: Template::parse(&config.topic).map_err(|e| format!("topic: {e}"))?,
+            topic: NameTemplate::parse(&config.topic).map_err(|e| format!("topic: {e}"))?,
             key: config
                 .key
                 .as_deref()
-                .map(Template::parse)
+                .map(NameTemplate::parse)
                 .transpose()
                 .map_err(|e| format!("key: {e}"))?,
             mode: config.mode,

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader, Data};
 use serde_json::Value;
 use sluice_router::config::{ColumnType, PostgresMode, PostgresTargetConfig};
+use sluice_router::event::event_key;
 use sluice_router::event::Event;
-use sluice_router::template::event_key;
 use sluice_router::transform::{compile_path, JqProgram, JsonPath};
 use uuid::Uuid;
 

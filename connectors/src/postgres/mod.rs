@@ -10,7 +10,7 @@
 //! Delivery is at least once: after a `kill -9` the dispatcher redelivers a batch
 //! the table may already hold, and a Kafka source may replay records it had already
 //! queued. Every row therefore carries the event's key (a UUID v5 of `source` +
-//! `id`, [`event_key`](sluice_router::template::event_key)) in a column with a
+//! `id`, [`event_key`](sluice_router::event::event_key)) in a column with a
 //! unique constraint, and the insert ends in `ON CONFLICT (key) DO NOTHING` (or `DO
 //! UPDATE`, with `upsert`): writing an event twice leaves one row. A key derived
 //! from the event, rather than a sequence or a queue position, is the same whichever

@@ -17,8 +17,9 @@ use chrono::{DateTime, Utc};
 use flate2::write::GzEncoder;
 use object_store::path::Path;
 use sluice_router::config::ObjectCompression;
+use sluice_router::event::event_key;
 use sluice_router::event::Event;
-use sluice_router::template::{event_key, Template};
+use sluice_router::transform::NameTemplate;
 use uuid::Uuid;
 
 /// Stands for `{uuid}` while events are grouped: a group's key is only known once
@@ -54,7 +55,7 @@ pub struct Plan {
 /// group as JSON lines, gzip-compressed when asked. `now` dates events that have no
 /// `time`.
 pub fn plan(
-    template: &Template,
+    template: &NameTemplate,
     compression: ObjectCompression,
     events: &[Event],
     now: DateTime<Utc>,
@@ -237,8 +238,8 @@ mod tests {
         f.build().unwrap()
     }
 
-    fn template() -> Template {
-        Template::parse("events/dt=%Y-%m-%d/hour=%H/{uuid}.jsonl.gz").unwrap()
+    fn template() -> NameTemplate {
+        NameTemplate::parse("events/dt=%Y-%m-%d/hour=%H/{uuid}.jsonl.gz").unwrap()
     }
 
     fn lines(o: &Object, gz: bool) -> Vec<serde_json::Value> {
@@ -325,7 +326,7 @@ mod tests {
             .attr("datacontenttype", "application/octet-stream")
             .data(RawData::Bytes(vec![0, 1, 2, 255]));
         let events = [event("j", Some("2026-11-29T13:05:00Z")), f.build().unwrap()];
-        let t = Template::parse("x/{uuid}.jsonl").unwrap();
+        let t = NameTemplate::parse("x/{uuid}.jsonl").unwrap();
         let plan = plan(&t, ObjectCompression::None, &events, Utc::now());
         let got = lines(&plan.objects[0], false);
         assert_eq!(
@@ -342,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_key_that_does_not_render_rejects_only_its_event() {
-        let t = Template::parse("by-region/{data.region}/{uuid}.jsonl").unwrap();
+        let t = NameTemplate::parse("by-region/{data.region}/{uuid}.jsonl").unwrap();
         let mut f = EventFields::new();
         f.attr("specversion", "1.0")
             .attr("id", "n")
@@ -366,7 +367,7 @@ mod tests {
     #[test]
     fn a_field_that_breaks_the_key_rejects_its_group() {
         // `source` holds slashes: "/shop" makes an empty path segment.
-        let t = Template::parse("{source}/{uuid}.jsonl").unwrap();
+        let t = NameTemplate::parse("{source}/{uuid}.jsonl").unwrap();
         let plan = plan(&t, ObjectCompression::None, &[event("a", None)], Utc::now());
         assert!(plan.objects.is_empty());
         assert!(
@@ -374,7 +375,7 @@ mod tests {
             "{:?}",
             plan.rejected
         );
-        let t = Template::parse("x/{type}/../{uuid}").unwrap();
+        let t = NameTemplate::parse("x/{type}/../{uuid}").unwrap();
         let plan = super::plan(&t, ObjectCompression::None, &[event("a", None)], Utc::now());
         assert!(
             plan.rejected[0].1.contains("not valid"),

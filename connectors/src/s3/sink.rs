@@ -26,7 +26,7 @@ use object_store::{
 use sluice_router::config::{ObjectCompression, S3TargetConfig};
 use sluice_router::event::Event;
 use sluice_router::sink::{Sink, SinkError};
-use sluice_router::template::Template;
+use sluice_router::transform::NameTemplate;
 use tokio::task::JoinSet;
 
 use super::object::{self, Merged, Object};
@@ -54,7 +54,7 @@ pub struct S3Sink {
     bucket: String,
     /// Where the bucket is, for messages: the endpoint, or `AWS <region>`.
     place: String,
-    key: Template,
+    key: NameTemplate,
     compression: ObjectCompression,
     part_bytes: usize,
     timeout: Duration,
@@ -72,7 +72,7 @@ impl S3Sink {
     /// `AWS_SESSION_TOKEN`, or the instance's role).
     pub fn new(config: &S3TargetConfig) -> Result<Self, String> {
         let template = config.key_template();
-        let key = Template::parse(&template).map_err(|e| format!("key: {e}"))?;
+        let key = NameTemplate::parse(&template).map_err(|e| format!("key: {e}"))?;
         // Settings from the file win over `AWS_*` variables of the same meaning.
         let mut builder = AmazonS3Builder::from_env()
             .with_region(&config.region)

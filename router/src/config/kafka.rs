@@ -104,7 +104,7 @@ pub(super) fn validate_target(c: &mut Collector<'_>, i: usize, t: &KafkaTargetCo
     }
     for (field, template) in [("topic", Some(&t.topic)), ("key", t.key.as_ref())] {
         if let Some(template) = template {
-            if let Err(e) = crate::template::Template::parse(template) {
+            if let Err(e) = crate::transform::name::NameTemplate::parse(template) {
                 c.push(format!("{at}.{field}"), format!("{template:?}: {e}"));
             }
         }

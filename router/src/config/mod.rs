@@ -15,7 +15,7 @@ pub use storage::*;
 pub use types::*;
 pub use yaml::Positions;
 
-use crate::filter::Filter;
+use crate::matching::filter::Filter;
 use crate::transform::Transform;
 
 /// One problem in a configuration file.

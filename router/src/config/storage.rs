@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{defaults, DurationString};
 use super::Collector;
-use crate::template::Template;
+use crate::transform::name::NameTemplate;
 
 /// How a storage target groups events into one write. A batch is written when it
 /// holds `max_events` events or `max_bytes` bytes, or when its oldest event has
@@ -417,7 +417,7 @@ fn validate_url(c: &mut Collector<'_>, at: &str, key: &str, url: &str, schemes: 
 }
 
 fn validate_template(c: &mut Collector<'_>, at: &str, key: &str, template: &str) {
-    if let Err(e) = Template::parse(template) {
+    if let Err(e) = NameTemplate::parse(template) {
         c.push(format!("{at}.{key}"), e);
     }
 }

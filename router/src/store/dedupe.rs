@@ -129,7 +129,7 @@ impl Queue {
             let Ok(event) = serde_json::from_str::<crate::event::Event>(record.event.get()) else {
                 continue;
             };
-            let event_key = crate::template::event_key(&event).into_bytes();
+            let event_key = crate::event::event_key(&event).into_bytes();
             if self
                 .tree
                 .get(dedupe_key(&event_key))
@@ -224,7 +224,7 @@ mod tests {
         };
         let key_of = |r: &Record| {
             let e: crate::event::Event = serde_json::from_str(r.event.get()).unwrap();
-            crate::template::event_key(&e).into_bytes()
+            crate::event::event_key(&e).into_bytes()
         };
         let (a, b) = (event("a"), event("b"));
         q.enqueue_all(&[(&a, &key_of(&a))], 60_000, 5_000).unwrap();

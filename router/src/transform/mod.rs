@@ -17,11 +17,13 @@
 //! run errors for the dead-letter reason.
 
 pub mod jq;
+pub mod name;
 pub mod path;
 mod rule;
 pub mod template;
 
 pub use jq::JqProgram;
+pub use name::NameTemplate;
 pub use path::{compile_path, JsonPath};
 pub use rule::{Transform, TransformError};
 pub use template::{Template, TemplateBody};

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use sluice_router::event::event_key;
 use sluice_router::event::{Event, EventFields};
-use sluice_router::template::event_key;
 
 use crate::harness::Sluice;
 

@@ -14,7 +14,7 @@ use crate::event::{field_values, Event, FieldValue};
 
 /// A parsed template; see the module docs.
 #[derive(Debug, Clone)]
-pub struct Template {
+pub struct NameTemplate {
     pieces: Vec<Piece>,
     has_time: bool,
 }
@@ -26,7 +26,7 @@ enum Piece {
     Field(Vec<String>),
 }
 
-impl Template {
+impl NameTemplate {
     /// Parse `text`; an unclosed `{`, an empty `{}` or an unknown `%` part is an
     /// error naming it.
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -114,24 +114,6 @@ impl Template {
     }
 }
 
-/// The idempotency key of an event: a UUID (v5) of its `source` and `id`, which
-/// CloudEvents requires to be unique together. Storage targets write it as the row
-/// key, document `_id` or object name, so a redelivered event overwrites or skips
-/// itself instead of adding a duplicate.
-///
-/// Stored in users' tables and indexes: changing the derivation would duplicate
-/// every event written before the change, so it is fixed.
-pub fn event_key(event: &Event) -> uuid::Uuid {
-    let mut name = Vec::with_capacity(event.source().as_str().len() + event.id().len() + 1);
-    name.extend_from_slice(event.source().as_str().as_bytes());
-    name.push(0);
-    name.extend_from_slice(event.id().as_bytes());
-    uuid::Uuid::new_v5(&KEY_NAMESPACE, &name)
-}
-
-/// The namespace of [`event_key`] UUIDs (fixed; see there).
-const KEY_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5c1c_e0e7_4b1d_4e55_9a7d_2f0c_51ce_e7e5);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,7 +134,7 @@ mod tests {
     }
 
     fn render(t: &str, e: &Event) -> Result<String, String> {
-        Template::parse(t)?.render(e, &[("uuid", "U")], DateTime::UNIX_EPOCH)
+        NameTemplate::parse(t)?.render(e, &[("uuid", "U")], DateTime::UNIX_EPOCH)
     }
 
     #[test]
@@ -179,31 +161,14 @@ mod tests {
 
     #[test]
     fn bad_templates_are_named() {
-        assert!(Template::parse("logs-{type")
+        assert!(NameTemplate::parse("logs-{type")
             .unwrap_err()
             .contains("never closed"));
-        assert!(Template::parse("a{}b")
+        assert!(NameTemplate::parse("a{}b")
             .unwrap_err()
             .contains("not a field name"));
-        assert!(Template::parse("logs-%Q")
+        assert!(NameTemplate::parse("logs-%Q")
             .unwrap_err()
             .contains("date part"));
-    }
-
-    #[test]
-    fn event_key_is_stable_and_separates_source_from_id() {
-        let e = event(None);
-        assert_eq!(event_key(&e), event_key(&e.clone()));
-        assert_eq!(
-            event_key(&e).to_string(),
-            event_key(&event(Some("2020-01-01T00:00:00Z"))).to_string()
-        );
-        let mut f = EventFields::new();
-        f.attr("specversion", "1.0")
-            .attr("id", "s1")
-            .attr("source", "/")
-            .attr("type", "t");
-        let other = f.build().unwrap();
-        assert_ne!(event_key(&e), event_key(&other));
     }
 }

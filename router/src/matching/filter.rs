@@ -1,10 +1,10 @@
 //! A rule's filter: an event pattern, a CESQL expression and Subscriptions API
 //! filters, all of which must match; with explanations for the dry run.
 
-use crate::cesql::Expression;
 use crate::config::{DialectConfig, FilterConfig};
 use crate::event::{field_values, Event, FieldValue};
-use crate::pattern::Pattern;
+use crate::matching::cesql::Expression;
+use crate::matching::pattern::Pattern;
 
 /// A compiled filter.
 pub struct Filter {

@@ -9,11 +9,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BatchConfig, Config};
-use crate::dispatch::Dispatcher;
+use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::retry::RetryPolicy;
 use crate::engine::Engine;
 use crate::event::{Event, EventFields, RawData};
 use crate::metrics::Metrics;
-use crate::retry::RetryPolicy;
 use crate::sink::{Sink, SinkError};
 use crate::store::Store;
 

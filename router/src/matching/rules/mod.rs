@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::config::RuleConfig;
 use crate::event::{Event, FieldValue};
-use crate::filter::{Filter, FilterError};
+use crate::matching::filter::{Filter, FilterError};
 
 /// A compiled rule.
 pub struct CompiledRule {

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::interval::{IntervalIndex, Range};
 use crate::event::{field_values, Event, FieldValue};
-use crate::pattern::{Branch, Cmp, Condition, Literal, Matcher};
+use crate::matching::pattern::{Branch, Cmp, Condition, Literal, Matcher};
 
 /// Branch ids found in the index for one event.
 pub type Candidates = Vec<u32>;

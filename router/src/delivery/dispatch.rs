@@ -16,11 +16,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BatchConfig;
+use crate::delivery::retry::{Next, RetryPolicy};
 use crate::error::ErrorClass;
 use crate::event::Event;
 use crate::metrics::SubscriptionMetrics;
 use crate::now_ms;
-use crate::retry::{Next, RetryPolicy};
 use crate::sink::{Sink, SinkError};
 use crate::store::{DeadLetter, Leased, Queue, Record, Settlement};
 use crate::transform::Transform;

@@ -8,7 +8,7 @@
 //!
 //! A compiled pattern is in disjunctive normal form: a list of branches, each a list
 //! of conditions (path + matchers) that must all hold. That flat form is what the
-//! per-bus rule index ([`crate::rules`]) is built from, and what explanations walk.
+//! per-bus rule index ([`crate::matching::rules`]) is built from, and what explanations walk.
 
 mod matcher;
 

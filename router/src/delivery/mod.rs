@@ -1,0 +1,4 @@
+//! From a subscription's queue to its target: the dispatcher and the retry policy.
+
+pub mod dispatch;
+pub mod retry;
