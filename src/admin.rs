@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_connectors::http::ApiError;
-use sluice_router::config::SourceConfig;
+use sluice_connectors::SourceConfig;
+use sluice_router::config::SourceEntry;
 use sluice_router::delivery::dispatch::Subscription;
 use sluice_router::store::{DeadLetter, Queue};
 
@@ -91,14 +92,14 @@ async fn subscription(
 /// A source as `/api/sources` shows it: its name, type and bus, and what it
 /// reports about itself (HTTP ingest reports nothing: it runs with the server).
 fn describe_source(state: &AppState, source: &SourceConfig) -> Value {
-    let mut out = match state.sources.get(source.name()) {
+    let mut out = match state.sources.get(source.spec().name()) {
         Some(status) => status.status(),
         None => json!({"state": "running"}),
     };
     if let Some(fields) = out.as_object_mut() {
-        fields.insert("name".into(), json!(source.name()));
-        fields.insert("type".into(), json!(source.kind()));
-        fields.insert("bus".into(), json!(source.bus()));
+        fields.insert("name".into(), json!(source.spec().name()));
+        fields.insert("type".into(), json!(source.spec().kind()));
+        fields.insert("bus".into(), json!(source.spec().bus()));
     }
     out
 }
@@ -121,7 +122,7 @@ async fn source(
         .config
         .sources
         .iter()
-        .find(|s| s.name() == name)
+        .find(|s| s.spec().name() == name)
         .ok_or_else(|| ApiError::not_found(format!("no source {name:?}")))?;
     Ok(Json(describe_source(&state, source)))
 }
@@ -172,7 +173,7 @@ async fn source_dead_letters(
     Path(name): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    if !state.config.sources.iter().any(|s| s.name() == name) {
+    if !state.config.sources.iter().any(|s| s.spec().name() == name) {
         return Err(ApiError::not_found(format!("no source {name:?}")));
     }
     let queue = state

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice_router::config::{self, Config};
+use sluice_connectors::{self as config, Config};
 
 /// sluice: a self-hosted event bus and trigger router.
 #[derive(Parser)]

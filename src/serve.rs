@@ -13,7 +13,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use sluice_connectors::http::{self as http_connector, IngestState};
-use sluice_router::config::Config;
+use sluice_connectors::Config;
+use sluice_router::config::{SourceEntry, TargetEntry};
 use sluice_router::delivery::dispatch::Dispatcher;
 use sluice_router::delivery::retry::RetryPolicy;
 use sluice_router::engine::Engine;
@@ -75,7 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let target = config
             .targets
             .iter()
-            .find(|t| t.name() == sub.target)
+            .find(|t| t.spec().name() == sub.target)
             .context("subscription without target")?;
         let sink = sluice_connectors::build_sink(target)?;
         // Dead-letter subscriptions deliver the original events.
@@ -89,9 +90,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             sink,
             transform,
             RetryPolicy::from(&rule.retry),
-            target.concurrency(),
+            target.spec().concurrency(),
         );
-        if let Some(batch) = target.batch() {
+        if let Some(batch) = target.spec().batch() {
             dispatcher = dispatcher.with_batches(&batch);
         }
         dispatchers.spawn(dispatcher.run(shutdown.clone(), config.server.shutdown_grace));
@@ -102,8 +103,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for source in &config.sources {
         if let Some(running) = sluice_connectors::build_source(source, &engine)? {
             let cx = SourceContext {
-                name: source.name().to_owned(),
-                bus: source.bus().to_owned(),
+                name: source.spec().name().to_owned(),
+                bus: source.spec().bus().to_owned(),
                 engine: engine.clone(),
                 shutdown: shutdown.clone(),
                 statuses: statuses.clone(),
@@ -113,7 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let mut buses: HashSet<String> = config.rules.iter().map(|r| r.bus.clone()).collect();
-    buses.extend(config.sources.iter().map(|s| s.bus().to_owned()));
+    buses.extend(config.sources.iter().map(|s| s.spec().bus().to_owned()));
     buses.insert("default".into());
     let ingest = IngestState {
         engine: engine.clone(),
@@ -243,8 +244,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         .sources
         .iter()
         .filter_map(|s| {
-            let reason = state.sources.get(s.name())?.not_ready()?;
-            Some(json!({"source": s.name(), "reason": reason}))
+            let reason = state.sources.get(s.spec().name())?.not_ready()?;
+            Some(json!({"source": s.spec().name(), "reason": reason}))
         })
         .collect();
     if targets.is_empty() && sources.is_empty() {

@@ -6,8 +6,8 @@ use std::io::Read;
 use std::path::Path;
 
 use serde_json::{json, Value};
+use sluice_connectors::Config;
 use sluice_router::cloudevents::AttributesReader;
-use sluice_router::config::Config;
 use sluice_router::event::{Event, EventFields};
 use sluice_router::matching::filter::Filter;
 use sluice_router::transform::Transform;

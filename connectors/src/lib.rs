@@ -1,12 +1,6 @@
 //! sluice-connectors: the systems sluice talks to, one folder per system, each behind
 //! a cargo feature. Connectors implement the traits of `sluice-router`; the binary
-//! wires them through [`build_sink`].
-
-use std::sync::Arc;
-
-use sluice_router::config::{SourceConfig, TargetConfig};
-use sluice_router::sink::Sink;
-use sluice_router::source::Source;
+//! wires them through the [`registry`].
 
 #[cfg(feature = "elasticsearch")]
 pub mod elasticsearch;
@@ -20,69 +14,64 @@ pub mod postgres;
 pub mod s3;
 
 mod discard;
+mod registry;
 
-/// A target or source that could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind} {name}: {message}")]
-pub struct BuildError {
-    /// `target` or `source`.
-    pub kind: &'static str,
+pub use registry::{build_sink, build_source, BuildSink, BuildSource, SourceConfig, TargetConfig};
+use sluice_router::error::ErrorClass;
+
+/// The configuration of this build: the shared parts and its connectors' settings.
+pub type Config = sluice_router::config::Config<SourceConfig, TargetConfig>;
+
+/// Parse and validate a configuration file (see [`sluice_router::config::load`]).
+pub fn load(text: &str) -> Result<Config, sluice_router::config::ConfigErrors> {
+    sluice_router::config::load(text)
+}
+
+/// [`load`] with an explicit environment, for tests.
+pub fn load_with_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, sluice_router::config::ConfigErrors> {
+    sluice_router::config::load_with_env(text, env)
+}
+
+/// The JSON Schema of this build's configuration file.
+pub fn json_schema() -> serde_json::Value {
+    sluice_router::config::json_schema::<SourceConfig, TargetConfig>()
+}
+
+/// Why a source or target could not be set up: settings only the client library
+/// can judge (a TLS file, a raw option), or a client that failed to start. The
+/// registry names the entry; `class` says whether trying again can help.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{side} {name}: {message}")]
+pub struct ConnectorError {
+    /// `source` or `target`.
+    pub side: &'static str,
     pub name: String,
     pub message: String,
+    pub class: ErrorClass,
 }
 
-/// The registry of targets: one arm per connector.
-pub fn build_sink(target: &TargetConfig) -> Result<Arc<dyn Sink>, BuildError> {
-    match target {
-        TargetConfig::Discard(_) => Ok(Arc::new(discard::DiscardSink)),
-        #[cfg(feature = "http")]
-        TargetConfig::Http(config) => sink(&config.name, http::HttpSink::new(config)),
-        #[cfg(feature = "kafka")]
-        TargetConfig::Kafka(config) => sink(&config.name, kafka::KafkaSink::new(config)),
-        #[cfg(feature = "postgres")]
-        TargetConfig::Postgres(config) => sink(&config.name, postgres::PostgresSink::new(config)),
-        #[cfg(feature = "elasticsearch")]
-        TargetConfig::Elasticsearch(config) => {
-            sink(&config.name, elasticsearch::ElasticsearchSink::new(config))
+impl ConnectorError {
+    /// Settings the connector refused: fix the configuration.
+    pub fn config(message: impl std::fmt::Display) -> Self {
+        Self::new(ErrorClass::Config, message)
+    }
+
+    pub fn new(class: ErrorClass, message: impl std::fmt::Display) -> Self {
+        Self {
+            side: "",
+            name: String::new(),
+            message: message.to_string(),
+            class,
         }
-        #[cfg(feature = "s3")]
-        TargetConfig::S3(config) => sink(&config.name, s3::S3Sink::new(config)),
-        // Connectors left out of this build (cargo features).
-        #[allow(unreachable_patterns)]
-        other => Err(BuildError {
-            kind: "target",
-            name: other.name().to_owned(),
-            message: "this build of sluice has no connector for this target type".into(),
-        }),
     }
-}
 
-fn sink<S: Sink>(name: &str, built: Result<S, String>) -> Result<Arc<dyn Sink>, BuildError> {
-    match built {
-        Ok(s) => Ok(Arc::new(s)),
-        Err(message) => Err(BuildError {
-            kind: "target",
-            name: name.to_owned(),
-            message,
-        }),
-    }
-}
-
-/// The registry of sources: one arm per connector; `None` for HTTP ingest, which
-/// the server runs itself.
-pub fn build_source(
-    source: &SourceConfig,
-    engine: &sluice_router::engine::Engine,
-) -> Result<Option<Box<dyn Source>>, BuildError> {
-    match source {
-        SourceConfig::Http(_) => Ok(None),
-        #[cfg(feature = "kafka")]
-        SourceConfig::Kafka(config) => Ok(Some(Box::new(
-            kafka::KafkaSource::new(config, engine).map_err(|e| BuildError {
-                kind: "source",
-                name: config.name.clone(),
-                message: e,
-            })?,
-        ))),
+    /// The error of entry `name` on `side` (`source` or `target`).
+    pub fn named(mut self, side: &'static str, name: &str) -> Self {
+        self.side = side;
+        self.name = name.to_owned();
+        self
     }
 }

@@ -96,7 +96,11 @@ pub enum PublishError {
 
 impl Engine {
     /// Compile the rules of a validated config and open every subscription queue.
-    pub fn build(config: &Config, store: Store, metrics: Metrics) -> Result<Self, BuildError> {
+    pub fn build<S, T>(
+        config: &Config<S, T>,
+        store: Store,
+        metrics: Metrics,
+    ) -> Result<Self, BuildError> {
         metrics.register_store(&store);
         let rules = RuleSet::compile(&config.rules).map_err(BuildError::Rules)?;
         let mut rule_subs = Vec::with_capacity(config.rules.len());

@@ -108,7 +108,7 @@ fn every_example_config_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let text = std::fs::read_to_string(&path).unwrap();
-            if let Err(e) = sluice_router::config::load_with_env(&text, &env) {
+            if let Err(e) = sluice_connectors::load_with_env(&text, &env) {
                 panic!("{}:\n{e}", path.display());
             }
             checked += 1;
@@ -117,7 +117,7 @@ fn every_example_config_is_valid() {
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     for (i, block) in readme.split("```yaml\n").skip(1).enumerate() {
         let text = block.split("```").next().unwrap();
-        if let Err(e) = sluice_router::config::load_with_env(text, &env) {
+        if let Err(e) = sluice_connectors::load_with_env(text, &env) {
             panic!("README yaml block {i}:\n{text}\n{e}");
         }
         checked += 1;

@@ -1,9 +1,9 @@
 //! The `_bulk` API without the network: building the NDJSON body from events, and
 //! reading the cluster's answer back into one result per event.
 
+use super::config::DocumentMode;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sluice_router::config::DocumentMode;
 use sluice_router::event::event_key;
 use sluice_router::event::Event;
 use sluice_router::sink::SinkError;

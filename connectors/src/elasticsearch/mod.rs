@@ -11,6 +11,7 @@
 //! `sink` sends them.
 
 mod bulk;
+pub mod config;
 mod sink;
 
 pub use sink::ElasticsearchSink;

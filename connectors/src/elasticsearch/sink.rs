@@ -4,11 +4,11 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use super::config::{DocumentMode, ElasticsearchAuth, ElasticsearchTargetConfig};
 use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode, Url};
-use sluice_router::config::{DocumentMode, ElasticsearchAuth, ElasticsearchTargetConfig};
 use sluice_router::error::ErrorClass;
 use sluice_router::event::Event;
 use sluice_router::sink::{Sink, SinkError};
@@ -16,6 +16,9 @@ use sluice_router::transform::NameTemplate;
 
 use super::bulk;
 use crate::http::{humantime_secs, parse_retry_after, root_cause};
+use std::sync::Arc;
+
+use crate::{BuildSink, ConnectorError};
 
 /// Bytes of a failed answer kept for the dead-letter record.
 const EXCERPT_BYTES: usize = 512;
@@ -283,5 +286,13 @@ impl Sink for ElasticsearchSink {
             ));
         }
         Ok(())
+    }
+}
+
+impl BuildSink for ElasticsearchTargetConfig {
+    fn build(&self) -> Result<Arc<dyn Sink>, ConnectorError> {
+        Ok(Arc::new(
+            ElasticsearchSink::new(self).map_err(ConnectorError::config)?,
+        ))
     }
 }

@@ -2,6 +2,7 @@
 //! function target, both speaking the CloudEvents HTTP binding.
 
 mod binding;
+pub mod config;
 mod error;
 mod ingest;
 mod sink;
@@ -9,4 +10,5 @@ mod sink;
 pub use error::{check_bearer, ApiError};
 pub use ingest::{routes, IngestState};
 pub use sink::HttpSink;
+#[cfg(feature = "elasticsearch")]
 pub(crate) use sink::{client, humantime_secs, parse_retry_after, root_cause};

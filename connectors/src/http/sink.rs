@@ -4,12 +4,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::http::{HeaderName, HeaderValue};
-use sluice_router::config::{HttpMode, HttpTargetConfig};
+use sluice_router::config::BindingMode;
+
+use super::config::HttpTargetConfig;
 use sluice_router::error::ErrorClass;
 use sluice_router::event::Event;
 use sluice_router::sink::{Sink, SinkError};
 
 use super::binding;
+use std::sync::Arc;
+
+use crate::{BuildSink, ConnectorError};
 
 /// Bytes of a failed response kept for the dead-letter record.
 const EXCERPT_BYTES: usize = 512;
@@ -18,7 +23,7 @@ const EXCERPT_BYTES: usize = 512;
 pub struct HttpSink {
     client: reqwest::Client,
     url: reqwest::Url,
-    mode: HttpMode,
+    mode: BindingMode,
     timeout: Duration,
     headers: Vec<(HeaderName, HeaderValue)>,
     retry_statuses: Vec<u16>,
@@ -51,14 +56,14 @@ impl Sink for HttpSink {
     async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
         let mut request = self.client.post(self.url.clone());
         request = match self.mode {
-            HttpMode::Binary => {
+            BindingMode::Binary => {
                 let (headers, body) = binding::to_binary(event);
                 for (n, v) in headers {
                     request = request.header(n, v);
                 }
                 request.body(body)
             }
-            HttpMode::Structured => request
+            BindingMode::Structured => request
                 .header(reqwest::header::CONTENT_TYPE, binding::STRUCTURED)
                 .body(serde_json::to_vec(event).map_err(|e| SinkError::permanent(e.to_string()))?),
         };
@@ -147,6 +152,14 @@ pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
     let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
     delta.to_std().ok()
+}
+
+impl BuildSink for HttpTargetConfig {
+    fn build(&self) -> Result<Arc<dyn Sink>, ConnectorError> {
+        Ok(Arc::new(
+            HttpSink::new(self).map_err(ConnectorError::config)?,
+        ))
+    }
 }
 
 #[cfg(test)]

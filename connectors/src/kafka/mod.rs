@@ -2,6 +2,7 @@
 //! the CloudEvents Kafka protocol binding. Records are converted to events here,
 //! in sluice's own code, so null or broken headers never panic.
 
+pub mod config;
 mod positions;
 mod rebalance;
 mod record;

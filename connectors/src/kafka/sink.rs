@@ -12,17 +12,22 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use sluice_router::config::{HttpMode, KafkaTargetConfig};
+use sluice_router::config::BindingMode;
 use sluice_router::event::{binary_attributes, data_bytes, Event};
 use sluice_router::sink::{Sink, SinkError};
 use sluice_router::transform::NameTemplate;
+
+use super::config::KafkaTargetConfig;
+use std::sync::Arc;
+
+use crate::{BuildSink, ConnectorError};
 
 /// Produces events to a Kafka topic.
 pub struct KafkaSink {
     producer: FutureProducer,
     topic: NameTemplate,
     key: Option<NameTemplate>,
-    mode: HttpMode,
+    mode: BindingMode,
     timeout: Duration,
 }
 
@@ -112,8 +117,8 @@ impl Sink for KafkaSink {
             None => None,
         };
         let (payload, headers) = match self.mode {
-            HttpMode::Binary => (data_bytes(event), headers_of(event)),
-            HttpMode::Structured => (
+            BindingMode::Binary => (data_bytes(event), headers_of(event)),
+            BindingMode::Structured => (
                 serde_json::to_vec(event).map_err(|e| SinkError::permanent(e.to_string()))?,
                 OwnedHeaders::new().insert(Header {
                     key: "content-type",
@@ -133,5 +138,13 @@ impl Sink for KafkaSink {
 
     async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
         futures::future::join_all(events.iter().map(|e| self.deliver(e))).await
+    }
+}
+
+impl BuildSink for KafkaTargetConfig {
+    fn build(&self) -> Result<Arc<dyn Sink>, ConnectorError> {
+        Ok(Arc::new(
+            KafkaSink::new(self).map_err(ConnectorError::config)?,
+        ))
     }
 }

@@ -15,17 +15,19 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::ClientConfig;
-use sluice_router::config::{KafkaSourceConfig, KafkaStart, Malformed};
+use sluice_router::config::Malformed;
 use sluice_router::engine::{Engine, PublishError, Replays};
 use sluice_router::event::Event;
 use sluice_router::source::{Source, SourceContext, SourceError};
 use sluice_router::store::StoreError;
 use sluice_router::throttle::Level;
 
+use super::config::{KafkaSourceConfig, KafkaStart};
 use super::positions::Positions;
 use super::rebalance::Rebalancing;
 use super::record::{problem_of, record_to_event, RecordMapping};
 use super::status::Tracker;
+use crate::{BuildSource, ConnectorError};
 
 /// How long a batch waits for more records after its first.
 const BATCH_WAIT: Duration = Duration::from_millis(5);
@@ -396,5 +398,12 @@ impl Source for KafkaSource {
             tracing::debug!(source = %cx.name, error = %e, "Final commit found nothing to commit.");
         }
         Ok(())
+    }
+}
+
+impl BuildSource for KafkaSourceConfig {
+    fn build(&self, engine: &Engine) -> Result<Option<Box<dyn Source>>, ConnectorError> {
+        let source = KafkaSource::new(self, engine).map_err(ConnectorError::config)?;
+        Ok(Some(Box::new(source)))
     }
 }

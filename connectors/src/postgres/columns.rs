@@ -5,10 +5,10 @@
 //! bad value fail its own event with a message naming the column, instead of the
 //! whole statement.
 
+use super::config::{ColumnType, PostgresMode, PostgresTargetConfig};
 use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader, Data};
 use serde_json::Value;
-use sluice_router::config::{ColumnType, PostgresMode, PostgresTargetConfig};
 use sluice_router::event::event_key;
 use sluice_router::event::Event;
 use sluice_router::transform::{compile_path, JqProgram, JsonPath};

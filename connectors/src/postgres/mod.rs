@@ -44,6 +44,7 @@
 //! cancels its statements after `timeout` too (`statement_timeout`).
 
 mod columns;
+pub mod config;
 mod pool;
 mod schema;
 mod write;
@@ -53,12 +54,15 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sluice_router::config::{PostgresMode, PostgresTargetConfig};
+use config::{PostgresMode, PostgresTargetConfig};
 use sluice_router::event::Event;
 use sluice_router::sink::{Sink, SinkError};
 
 use columns::{Column, Row};
 use pool::Pool;
+use std::sync::Arc;
+
+use crate::{BuildSink, ConnectorError};
 
 /// Writes events as rows; see the module docs.
 pub struct PostgresSink {
@@ -253,6 +257,14 @@ fn error_text(e: &tokio_postgres::Error) -> String {
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
         },
+    }
+}
+
+impl BuildSink for PostgresTargetConfig {
+    fn build(&self) -> Result<Arc<dyn Sink>, ConnectorError> {
+        Ok(Arc::new(
+            PostgresSink::new(self).map_err(ConnectorError::config)?,
+        ))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The readiness check: the table exists and its columns take what sluice writes.
 
-use sluice_router::config::ColumnType;
+use super::config::ColumnType;
 use tokio_postgres::Client;
 
 use super::columns::Column;

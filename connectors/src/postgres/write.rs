@@ -3,8 +3,8 @@
 
 use std::error::Error;
 
+use super::config::ColumnType;
 use bytes::BytesMut;
-use sluice_router::config::ColumnType;
 use sluice_router::sink::SinkError;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, Json, ToSql, Type};

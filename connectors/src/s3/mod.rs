@@ -4,6 +4,7 @@
 //! - `object`: which events share an object, its key and its bytes (pure).
 //! - `sink`: the client, the readiness check and the uploads.
 
+pub mod config;
 mod object;
 mod sink;
 

@@ -12,11 +12,11 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 
+use super::config::ObjectCompression;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use flate2::write::GzEncoder;
 use object_store::path::Path;
-use sluice_router::config::ObjectCompression;
 use sluice_router::event::event_key;
 use sluice_router::event::Event;
 use sluice_router::transform::NameTemplate;

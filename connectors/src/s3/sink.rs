@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::config::{ObjectCompression, S3TargetConfig};
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -23,13 +24,13 @@ use object_store::{
     Attribute, Attributes, ClientOptions, MultipartUpload, ObjectStore, PutMode,
     PutMultipartOptions, PutOptions, PutPayload, RetryConfig, UpdateVersion,
 };
-use sluice_router::config::{ObjectCompression, S3TargetConfig};
 use sluice_router::event::Event;
 use sluice_router::sink::{Sink, SinkError};
 use sluice_router::transform::NameTemplate;
 use tokio::task::JoinSet;
 
 use super::object::{self, Merged, Object};
+use crate::{BuildSink, ConnectorError};
 
 /// Parts of one multipart upload sent at once, at most.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -451,6 +452,12 @@ fn describe(e: &object_store::Error) -> String {
         (Some(code), Some(message), None) => format!("{code}: {message}"),
         (Some(code), None, Some(status)) => format!("{code} (HTTP {status})"),
         _ => text,
+    }
+}
+
+impl BuildSink for S3TargetConfig {
+    fn build(&self) -> Result<Arc<dyn Sink>, ConnectorError> {
+        Ok(Arc::new(S3Sink::new(self).map_err(ConnectorError::config)?))
     }
 }
 

@@ -10,28 +10,38 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::storage::{
-    BatchConfig, DiscardTargetConfig, ElasticsearchTargetConfig, PostgresTargetConfig,
-    S3TargetConfig, StreamBatchConfig,
-};
-
-/// A sluice configuration file.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+/// A sluice configuration file, over the closed sets of source and target types
+/// a build of sluice knows (`S` and `T`: the connectors' registry, see
+/// [`SourceEntry`](super::SourceEntry) and [`TargetEntry`](super::TargetEntry)).
+/// Generic because this crate never depends on the connectors: each connector's
+/// settings live in its own folder, and the binary names the concrete types.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct Config<S, T> {
     /// The HTTP server (ingest, operations and admin API) and the data directory.
     #[serde(default)]
     pub server: ServerConfig,
     /// Named sources; each turns its input into CloudEvents on a bus. HTTP ingest
     /// (`POST /events`, `POST /buses/{bus}/events`) is always on and needs no entry.
     #[serde(default)]
-    pub sources: Vec<SourceConfig>,
+    pub sources: Vec<S>,
     /// Named targets that subscriptions deliver to.
     #[serde(default)]
-    pub targets: Vec<TargetConfig>,
+    pub targets: Vec<T>,
     /// Rules: a filter over the events of one bus and the targets that get the matches.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+}
+
+impl<S, T> Default for Config<S, T> {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            sources: Vec::new(),
+            targets: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
 }
 
 /// The HTTP server and the local store.
@@ -88,287 +98,6 @@ pub struct AuthConfig {
     pub ingest_token: Option<String>,
     /// Required as `Authorization: Bearer <token>` on `/api/`.
     pub admin_token: Option<String>,
-}
-
-/// A source of events. Only HTTP ingest exists so far, and it is always on; an
-/// `http` entry documents a bus that HTTP clients publish to.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// HTTP ingest on `POST /buses/{bus}/events` (`POST /events` is bus `default`).
-    Http(HttpSourceConfig),
-    /// A Kafka consumer group.
-    Kafka(KafkaSourceConfig),
-}
-
-impl SourceConfig {
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Http(s) => &s.name,
-            Self::Kafka(s) => &s.name,
-        }
-    }
-
-    pub fn bus(&self) -> &str {
-        match self {
-            Self::Http(s) => &s.bus,
-            Self::Kafka(s) => &s.bus,
-        }
-    }
-
-    /// The `type` of the source, as the config names it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Http(_) => "http",
-            Self::Kafka(_) => "kafka",
-        }
-    }
-}
-
-/// Consume Kafka topics as a consumer group; each record becomes a CloudEvent
-/// (CloudEvents Kafka binding, binary or structured, or a plain record mapped to
-/// one). A record's offset is committed only after its event is durable.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSourceConfig {
-    /// Name of the source, unique among sources.
-    pub name: String,
-    /// Bootstrap brokers, `host:port[,host:port]`.
-    pub brokers: String,
-    /// Topic names; an entry starting with `^` is a regular expression.
-    pub topics: Vec<String>,
-    /// Consumer group id.
-    pub group: String,
-    /// Where a group without committed offsets starts.
-    #[serde(default)]
-    pub start: KafkaStart,
-    /// The bus the events go to.
-    #[serde(default = "defaults::bus")]
-    pub bus: String,
-    /// `source` of events made from plain records; `{topic}` is replaced.
-    #[serde(default = "defaults::kafka_event_source")]
-    pub event_source: String,
-    /// `type` of events made from plain records.
-    #[serde(default = "defaults::kafka_event_type")]
-    pub event_type: String,
-    /// What a record that claims to be a CloudEvent but is broken (bad JSON, a
-    /// missing attribute, a null or non-UTF-8 `ce_` header) becomes: `event`
-    /// (default), a plain-record event whose `sluiceerror` extension says what is
-    /// wrong; or `reject`, kept out of the bus in the source's dead-letter list
-    /// (`GET /api/sources/<name>/dead-letters`). Either way its offset advances.
-    #[serde(default)]
-    pub malformed: Malformed,
-    /// Records published together at most (one durable commit each batch).
-    #[serde(default = "defaults::kafka_batch")]
-    pub batch: usize,
-    /// Consumption pauses while any subscription of the bus holds more events than
-    /// this, and resumes below half of it, so a stalled target bounds the backlog.
-    #[serde(default = "defaults::kafka_max_backlog")]
-    pub max_backlog: u64,
-    /// Extra librdkafka consumer settings (TLS, SASL, tuning). Keys sluice owns are refused.
-    #[serde(default)]
-    pub options: BTreeMap<String, String>,
-}
-
-/// What a source does with input that claims to be a CloudEvent but is broken.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Malformed {
-    /// Publish it as a plain-record event with a `sluiceerror` extension.
-    #[default]
-    Event,
-    /// Keep it in the source's dead-letter list instead of publishing it.
-    Reject,
-}
-
-/// Where a consumer group without committed offsets starts reading: `earliest`,
-/// `latest`, or an RFC 3339 time (the first record at or after it, per partition).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum KafkaStart {
-    Earliest,
-    #[default]
-    Latest,
-    Time(chrono::DateTime<chrono::Utc>),
-}
-
-impl TryFrom<String> for KafkaStart {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        match text.as_str() {
-            "earliest" => Ok(Self::Earliest),
-            "latest" => Ok(Self::Latest),
-            t => chrono::DateTime::parse_from_rfc3339(t)
-                .map(|time| Self::Time(time.to_utc()))
-                .map_err(|e| format!("{t:?} is not earliest, latest or an RFC 3339 time ({e})")),
-        }
-    }
-}
-
-impl From<KafkaStart> for String {
-    fn from(start: KafkaStart) -> String {
-        match start {
-            KafkaStart::Earliest => "earliest".into(),
-            KafkaStart::Latest => "latest".into(),
-            KafkaStart::Time(t) => t.to_rfc3339(),
-        }
-    }
-}
-
-impl JsonSchema for KafkaStart {
-    fn schema_name() -> String {
-        "KafkaStart".into()
-    }
-    fn json_schema(gen: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-        let mut schema = String::json_schema(gen).into_object();
-        schema.metadata().description =
-            Some("`earliest`, `latest` or an RFC 3339 time such as `2026-11-01T00:00:00Z`.".into());
-        schema.into()
-    }
-}
-
-/// HTTP ingest, declared so a bus has a named publisher.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSourceConfig {
-    /// Name of the source, unique among sources.
-    pub name: String,
-    /// The bus its events go to.
-    #[serde(default = "defaults::bus")]
-    pub bus: String,
-}
-
-/// A place that subscriptions deliver to.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TargetConfig {
-    /// An HTTP function endpoint, called with a CloudEvent per request.
-    Http(HttpTargetConfig),
-    /// A Kafka topic, written by an idempotent producer.
-    Kafka(KafkaTargetConfig),
-    /// A PostgreSQL table, written in batches, idempotently.
-    Postgres(PostgresTargetConfig),
-    /// An Elasticsearch/OpenSearch index, written through `_bulk`, idempotently.
-    Elasticsearch(ElasticsearchTargetConfig),
-    /// Objects of JSON lines in an S3-compatible bucket.
-    S3(S3TargetConfig),
-    /// Drops every event.
-    Discard(DiscardTargetConfig),
-}
-
-impl TargetConfig {
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Http(t) => &t.name,
-            Self::Kafka(t) => &t.name,
-            Self::Postgres(t) => &t.name,
-            Self::Elasticsearch(t) => &t.name,
-            Self::S3(t) => &t.name,
-            Self::Discard(t) => &t.name,
-        }
-    }
-
-    /// Deliveries (or batches, for a batching target) in flight at once, at most.
-    pub fn concurrency(&self) -> usize {
-        match self {
-            Self::Http(t) => t.concurrency,
-            Self::Kafka(t) => t.concurrency,
-            Self::Postgres(t) => t.concurrency,
-            Self::Elasticsearch(t) => t.concurrency,
-            Self::S3(t) => t.concurrency,
-            Self::Discard(t) => t.concurrency,
-        }
-    }
-
-    /// How the target batches writes; `None`: one event per delivery.
-    pub fn batch(&self) -> Option<BatchConfig> {
-        match self {
-            Self::Postgres(t) => Some(t.batch.clone()),
-            Self::Elasticsearch(t) => Some(t.batch.clone()),
-            Self::S3(t) => Some(t.batch.clone()),
-            Self::Kafka(t) => Some((&t.batch).into()),
-            Self::Discard(t) => Some((&t.batch).into()),
-            Self::Http(_) => None,
-        }
-    }
-}
-
-/// Produce each event as a Kafka record (CloudEvents Kafka binding).
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaTargetConfig {
-    /// Name of the target, unique among targets.
-    pub name: String,
-    /// Bootstrap brokers, `host:port[,host:port]`.
-    pub brokers: String,
-    /// Topic; `{attribute}` (e.g. `{type}`, `{partitionkey}`, `{data.region}`) is
-    /// replaced from the event.
-    pub topic: String,
-    /// Record key template, e.g. `{partitionkey}` or `{data.customer}`; none: no key.
-    #[serde(default)]
-    pub key: Option<String>,
-    /// `binary` (default: `ce_` headers, data as the value) or `structured`
-    /// (the event as `application/cloudevents+json`).
-    #[serde(default)]
-    pub mode: HttpMode,
-    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
-    #[serde(default = "defaults::kafka_compression")]
-    pub compression: String,
-    /// How long the producer waits to fill a batch.
-    #[serde(default = "defaults::kafka_linger", with = "humantime_serde")]
-    #[schemars(with = "DurationString")]
-    pub linger: Duration,
-    /// Time allowed for one record's delivery report.
-    #[serde(default = "defaults::http_timeout", with = "humantime_serde")]
-    #[schemars(with = "DurationString")]
-    pub timeout: Duration,
-    /// Batches in flight at most (per subscription); a batch's records are all
-    /// handed to the producer at once and settled by their own delivery reports.
-    #[serde(default = "defaults::stream_concurrency")]
-    pub concurrency: usize,
-    /// How many events go to the producer together.
-    #[serde(default)]
-    pub batch: StreamBatchConfig,
-    /// Extra librdkafka producer settings. Keys sluice owns are refused.
-    #[serde(default)]
-    pub options: BTreeMap<String, String>,
-}
-
-/// An HTTP endpoint target.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HttpTargetConfig {
-    /// Name of the target, unique among targets.
-    pub name: String,
-    /// The endpoint, `http://` or `https://`.
-    pub url: String,
-    /// Time allowed for one request, from connect to the end of the response.
-    #[serde(default = "defaults::http_timeout", with = "humantime_serde")]
-    #[schemars(with = "DurationString")]
-    pub timeout: Duration,
-    /// Requests in flight at most (per subscription).
-    #[serde(default = "defaults::concurrency")]
-    pub concurrency: usize,
-    /// `binary` (default: attributes in `ce-*` headers, data as the body) or
-    /// `structured` (the whole event as `application/cloudevents+json`).
-    #[serde(default)]
-    pub mode: HttpMode,
-    /// Extra request headers, e.g. `Authorization: Bearer ${FUNCTION_TOKEN}`.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// 4xx statuses that are retried like 5xx instead of dead-lettered at once
-    /// (408 and 429 always are).
-    #[serde(default)]
-    pub retry_statuses: Vec<u16>,
-}
-
-/// The CloudEvents HTTP content mode used for delivery.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum HttpMode {
-    #[default]
-    Binary,
-    Structured,
 }
 
 /// A rule: events of `bus` that pass `filter` go to each of `targets`, each through
@@ -570,9 +299,10 @@ impl Default for BackoffConfig {
 /// A human-readable duration such as `200ms`, `10s`, `1h 30m`.
 #[derive(JsonSchema)]
 #[allow(dead_code)]
-pub(crate) struct DurationString(String);
+pub struct DurationString(String);
 
-/// Every default of the configuration.
+/// The defaults of the settings shared by sluice and its connectors; a
+/// connector's own defaults live with its settings.
 pub mod defaults {
     use std::time::Duration;
 
@@ -598,7 +328,8 @@ pub mod defaults {
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(10)
     }
-    pub fn http_timeout() -> Duration {
+    /// A target's time for one request, transaction or delivery report.
+    pub fn timeout() -> Duration {
         Duration::from_secs(10)
     }
     pub fn concurrency() -> usize {
@@ -616,24 +347,6 @@ pub mod defaults {
     pub fn backoff_max() -> Duration {
         Duration::from_secs(60)
     }
-    pub fn kafka_event_source() -> String {
-        "kafka://{topic}".into()
-    }
-    pub fn kafka_event_type() -> String {
-        "sluice.kafka.record".into()
-    }
-    pub fn kafka_batch() -> usize {
-        500
-    }
-    pub fn kafka_max_backlog() -> u64 {
-        1_000_000
-    }
-    pub fn kafka_compression() -> String {
-        "none".into()
-    }
-    pub fn kafka_linger() -> Duration {
-        Duration::from_millis(5)
-    }
     pub fn stream_concurrency() -> usize {
         4
     }
@@ -646,27 +359,7 @@ pub mod defaults {
     pub fn batch_max_wait() -> Duration {
         Duration::from_secs(1)
     }
-    pub fn key_column() -> String {
-        "event_key".into()
-    }
     pub fn storage_concurrency() -> usize {
         2
-    }
-    pub fn s3_region() -> String {
-        "us-east-1".into()
-    }
-    pub fn s3_key() -> String {
-        "events/dt=%Y-%m-%d/hour=%H/{uuid}.jsonl.gz".into()
-    }
-    pub fn s3_part_bytes() -> usize {
-        8 * 1024 * 1024
-    }
-    /// One upload at a time keeps batch boundaries the same after a restart, so
-    /// every event lands in exactly one object.
-    pub fn s3_concurrency() -> usize {
-        1
-    }
-    pub fn s3_timeout() -> Duration {
-        Duration::from_secs(60)
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BatchConfig, Config};
+use crate::config::{BatchConfig, Config, RuleConfig};
 use crate::delivery::dispatch::Dispatcher;
 use crate::delivery::retry::RetryPolicy;
 use crate::engine::Engine;
@@ -73,10 +73,14 @@ fn event(n: u64) -> Event {
 }
 
 fn engine(dir: &std::path::Path) -> Engine {
-    let config: Config = serde_yaml::from_str(
-        "targets: [{type: discard, name: t}]\nrules: [{name: r, targets: [t], retry: {backoff: {initial: 10ms, max: 20ms}}}]",
+    let rule: RuleConfig = serde_yaml::from_str(
+        "{name: r, targets: [t], retry: {backoff: {initial: 10ms, max: 20ms}}}",
     )
     .unwrap();
+    let config = Config::<(), ()> {
+        rules: vec![rule],
+        ..Config::default()
+    };
     Engine::build(&config, Store::open(dir).unwrap(), Metrics::new()).unwrap()
 }
 

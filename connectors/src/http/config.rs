@@ -1,0 +1,130 @@
+//! HTTP ingest's source entry and the HTTP target's settings, with validation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sluice_router::config::{
+    defaults, BindingMode, DurationString, SourceSpec, TargetSpec, Validator,
+};
+use sluice_router::engine::Engine;
+use sluice_router::source::Source;
+
+use crate::{BuildSource, ConnectorError};
+
+/// HTTP ingest, declared so a bus has a named publisher.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSourceConfig {
+    /// Name of the source, unique among sources.
+    pub name: String,
+    /// The bus its events go to.
+    #[serde(default = "defaults::bus")]
+    pub bus: String,
+}
+
+/// An HTTP endpoint target.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTargetConfig {
+    /// Name of the target, unique among targets.
+    pub name: String,
+    /// The endpoint, `http://` or `https://`.
+    pub url: String,
+    /// Time allowed for one request, from connect to the end of the response.
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub timeout: Duration,
+    /// Requests in flight at most (per subscription).
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: usize,
+    /// `binary` (default: attributes in `ce-*` headers, data as the body) or
+    /// `structured` (the whole event as `application/cloudevents+json`).
+    #[serde(default)]
+    pub mode: BindingMode,
+    /// Extra request headers, e.g. `Authorization: Bearer ${FUNCTION_TOKEN}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// 4xx statuses that are retried like 5xx instead of dead-lettered at once
+    /// (408 and 429 always are).
+    #[serde(default)]
+    pub retry_statuses: Vec<u16>,
+}
+
+impl SourceSpec for HttpSourceConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn bus(&self) -> &str {
+        &self.bus
+    }
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+}
+
+impl TargetSpec for HttpTargetConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+    fn validate(&self, at: &str, v: &mut Validator<'_>) {
+        validate_target(v, at, self);
+    }
+}
+
+fn validate_target(c: &mut Validator<'_>, at: &str, t: &HttpTargetConfig) {
+    let field = |name: &str| format!("{at}.{name}");
+    match url::Url::parse(&t.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(u) => c.push(
+            field("url"),
+            format!(
+                "{:?}: scheme must be http or https with a host, found {:?}",
+                t.url,
+                u.scheme()
+            ),
+        ),
+        Err(e) => c.push(field("url"), format!("{:?} is not a URL ({e})", t.url)),
+    }
+    if t.timeout.is_zero() {
+        c.push(field("timeout"), "must be greater than 0");
+    }
+    if t.concurrency == 0 || t.concurrency > 4096 {
+        c.push(field("concurrency"), "must be between 1 and 4096");
+    }
+    for (name, value) in &t.headers {
+        if http_header_invalid(name, value) {
+            c.push(format!("{at}.headers.{name}"), "is not a valid HTTP header");
+        }
+    }
+    for (j, status) in t.retry_statuses.iter().enumerate() {
+        if !(400..500).contains(status) {
+            c.push(
+                format!("{at}.retry_statuses[{j}]"),
+                format!("{status} is not a 4xx status"),
+            );
+        }
+    }
+}
+
+fn http_header_invalid(name: &str, value: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+/// HTTP ingest runs inside the server; the entry only names a bus's publisher.
+impl BuildSource for HttpSourceConfig {
+    fn build(&self, _engine: &Engine) -> Result<Option<Box<dyn Source>>, ConnectorError> {
+        Ok(None)
+    }
+}
