@@ -9,12 +9,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sluice_connectors::http::ApiError;
 use sluice_connectors::SourceConfig;
 use sluice_router::config::SourceEntry;
-use sluice_router::delivery::dispatch::Subscription;
-use sluice_router::store::{DeadLetter, Queue};
+use sluice_router::engine::{DeadLetter, StoreError, SubscriptionInfo};
 
+use crate::api::{check_bearer, ApiError};
 use crate::serve::AppState;
 
 pub fn routes(state: AppState) -> Router {
@@ -37,33 +36,32 @@ async fn auth(
     request: axum::extract::Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    sluice_connectors::http::check_bearer(
+    check_bearer(
         &headers,
-        state.config.server.auth.admin_token.as_deref(),
+        state.validated.config.server.auth.admin_token.as_deref(),
     )?;
     Ok(next.run(request).await)
 }
 
-fn find<'a>(state: &'a AppState, name: &str) -> Result<&'a std::sync::Arc<Subscription>, ApiError> {
-    state.engine.subscription(name).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no subscription {name:?}; subscriptions are named <rule>.<target>"
-        ))
-    })
+fn no_subscription(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no subscription {name:?}; subscriptions are named <rule>.<target>"
+    ))
 }
 
-fn describe(sub: &Subscription) -> Value {
+fn describe(sub: &SubscriptionInfo) -> Value {
     json!({
         "name": sub.name,
         "bus": sub.bus,
         "rule": sub.rule,
         "target": sub.target,
-        "stats": sub.queue.stats(),
+        "stats": sub.stats,
     })
 }
 
 async fn rules(State(state): State<AppState>) -> Json<Value> {
     let rules: Vec<Value> = state
+        .validated
         .config
         .rules
         .iter()
@@ -73,12 +71,7 @@ async fn rules(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn subscriptions(State(state): State<AppState>) -> Json<Value> {
-    let subs: Vec<Value> = state
-        .engine
-        .subscriptions()
-        .iter()
-        .map(|s| describe(s))
-        .collect();
+    let subs: Vec<Value> = state.engine.subscriptions().iter().map(describe).collect();
     Json(json!({ "subscriptions": subs }))
 }
 
@@ -86,16 +79,20 @@ async fn subscription(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(describe(find(&state, &name)?)))
+    let sub = state
+        .engine
+        .subscription(&name)
+        .ok_or_else(|| no_subscription(&name))?;
+    Ok(Json(describe(&sub)))
 }
 
 /// A source as `/api/sources` shows it: its name, type and bus, and what it
 /// reports about itself (HTTP ingest reports nothing: it runs with the server).
 fn describe_source(state: &AppState, source: &SourceConfig) -> Value {
-    let mut out = match state.sources.get(source.spec().name()) {
-        Some(status) => status.status(),
-        None => json!({"state": "running"}),
-    };
+    let mut out = state
+        .engine
+        .source_status(source.spec().name())
+        .unwrap_or_else(|| json!({"state": "running"}));
     if let Some(fields) = out.as_object_mut() {
         fields.insert("name".into(), json!(source.spec().name()));
         fields.insert("type".into(), json!(source.spec().kind()));
@@ -106,6 +103,7 @@ fn describe_source(state: &AppState, source: &SourceConfig) -> Value {
 
 async fn sources(State(state): State<AppState>) -> Json<Value> {
     let sources: Vec<Value> = state
+        .validated
         .config
         .sources
         .iter()
@@ -119,6 +117,7 @@ async fn source(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let source = state
+        .validated
         .config
         .sources
         .iter()
@@ -131,6 +130,13 @@ async fn source(
 struct Page {
     after: Option<u64>,
     limit: Option<usize>,
+}
+
+impl Page {
+    /// Dead letters per page: 100 unless asked, at most 1,000.
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
 }
 
 fn time(ms: u64) -> String {
@@ -158,8 +164,13 @@ async fn dead_letters(
     Path(name): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let sub = find(&state, &name)?;
-    let (letters, next) = page_of(&sub.queue, &page)?;
+    let limit = page.limit();
+    let letters = state
+        .engine
+        .dead_letters(&name, page.after, limit)
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| no_subscription(&name))?;
+    let (letters, next) = page_of(letters, limit);
     Ok(Json(json!({
         "subscription": name,
         "dead_letters": letters,
@@ -173,15 +184,14 @@ async fn source_dead_letters(
     Path(name): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    if !state.config.sources.iter().any(|s| s.spec().name() == name) {
+    let known = state.validated.config.sources.iter();
+    if !known.map(|s| s.spec().name()).any(|n| n == name) {
         return Err(ApiError::not_found(format!("no source {name:?}")));
     }
-    let queue = state
-        .engine
-        .store()
-        .source_rejects(&name)
-        .map_err(ApiError::unavailable)?;
-    let (letters, next) = page_of(&queue, &page)?;
+    let limit = page.limit();
+    let letters: Result<Vec<DeadLetter>, StoreError> =
+        state.engine.source_dead_letters(&name, page.after, limit);
+    let (letters, next) = page_of(letters.map_err(ApiError::unavailable)?, limit);
     Ok(Json(json!({
         "source": name,
         "dead_letters": letters,
@@ -190,15 +200,11 @@ async fn source_dead_letters(
 }
 
 /// One page of a dead-letter list, and the `after` of the next page.
-fn page_of(queue: &Queue, page: &Page) -> Result<(Vec<Value>, Option<u64>), ApiError> {
-    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    let letters = queue
-        .dead_letters(page.after, limit)
-        .map_err(ApiError::unavailable)?;
+fn page_of(letters: Vec<DeadLetter>, limit: usize) -> (Vec<Value>, Option<u64>) {
     let next = (letters.len() == limit)
         .then(|| letters.last().map(|l| l.seq))
         .flatten();
-    Ok((letters.iter().map(letter_json).collect(), next))
+    (letters.iter().map(letter_json).collect(), next)
 }
 
 #[derive(Deserialize, Default)]
@@ -213,7 +219,6 @@ async fn redrive(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let sub = find(&state, &name)?;
     let request: RedriveRequest = if body.is_empty() {
         RedriveRequest::default()
     } else {
@@ -225,18 +230,11 @@ async fn redrive(
             )
         })?
     };
-    let moved = sub
-        .queue
-        .redrive(request.seqs.as_deref())
-        .map_err(ApiError::unavailable)?;
-    state
+    let moved = state
         .engine
-        .store()
-        .commit()
+        .redrive(&name, request.seqs.as_deref())
         .await
-        .map_err(ApiError::unavailable)?;
-    sub.update_depth();
-    sub.notify.notify_one();
-    tracing::info!(subscription = %name, redriven = moved, "Dead letters redriven.");
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| no_subscription(&name))?;
     Ok(Json(json!({ "redriven": moved })))
 }

@@ -1,6 +1,7 @@
 //! The `sluice` binary: CLI, wiring and the admin API.
 
 mod admin;
+mod api;
 mod serve;
 mod test_rule;
 
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice_connectors::{self as config, Config};
+use sluice_connectors::{self as config, Validated};
 
 /// sluice: a self-hosted event bus and trigger router.
 #[derive(Parser)]
@@ -59,7 +60,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// The configuration `sluice serve` uses when given no file.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../schemas/examples/default.yaml");
 
-fn read_config(path: &std::path::Path) -> Result<Config, String> {
+fn read_config(path: &std::path::Path) -> Result<Validated, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     config::load(&text).map_err(|errors| {
@@ -99,13 +100,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate { config } => match read_config(&config) {
-            Ok(c) => {
+            Ok(v) => {
                 println!(
                     "{}: valid ({} sources, {} targets, {} rules)",
                     config.display(),
-                    c.sources.len(),
-                    c.targets.len(),
-                    c.rules.len()
+                    v.config.sources.len(),
+                    v.config.targets.len(),
+                    v.config.rules.len()
                 );
                 ExitCode::SUCCESS
             }

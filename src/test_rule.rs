@@ -6,11 +6,9 @@ use std::io::Read;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use sluice_connectors::Config;
+use sluice_connectors::Validated;
 use sluice_router::cloudevents::AttributesReader;
 use sluice_router::event::{Event, EventFields};
-use sluice_router::matching::filter::Filter;
-use sluice_router::transform::Transform;
 
 /// Output format of the dry run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -62,14 +60,15 @@ fn to_event(value: Value, n: usize) -> Result<Event, String> {
 
 /// Run the dry run; `Err` is a config or input error (exit 1).
 pub fn run(
-    config: &Config,
+    validated: &Validated,
     config_path: &Path,
     rule: &str,
     events: &str,
     format: Format,
 ) -> Result<(), String> {
-    let Some(rule) = config.rules.iter().find(|r| r.name == rule) else {
-        let names: Vec<&str> = config.rules.iter().map(|r| r.name.as_str()).collect();
+    let rules = &validated.config.rules;
+    let Some(index) = rules.iter().position(|r| r.name == rule) else {
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
         return Err(format!(
             "{}: no rule {rule:?}; its rules are: {}",
             config_path.display(),
@@ -80,15 +79,7 @@ pub fn run(
             }
         ));
     };
-    // The config was validated, so its filter and transform compile.
-    let filter = match &rule.filter {
-        Some(f) => Some(Filter::compile(f).map_err(|e| format!("rule {}: {e:?}", rule.name))?),
-        None => None,
-    };
-    let transform = match &rule.transform {
-        Some(t) => Some(Transform::compile(t).map_err(|e| format!("rule {}: {e:?}", rule.name))?),
-        None => None,
-    };
+    let rule = &rules[index];
     let values = read_events(events)?;
     let events = values
         .into_iter()
@@ -96,18 +87,12 @@ pub fn run(
         .map(|(i, v)| to_event(v, i + 1))
         .collect::<Result<Vec<_>, _>>()?;
     for (i, event) in events.iter().enumerate() {
-        let explain = filter
-            .as_ref()
-            .map(|f| f.explain(event))
-            .unwrap_or_default();
-        let matched = explain.is_empty();
-        let (output, error) = match (&transform, matched) {
-            (_, false) => (Value::Null, None),
-            (None, true) => (serde_json::to_value(event).unwrap_or(Value::Null), None),
-            (Some(t), true) => match t.apply(event) {
-                Ok(out) => (serde_json::to_value(&out).unwrap_or(Value::Null), None),
-                Err(e) => (Value::Null, Some(e)),
-            },
+        let trial = validated.rules.trial(index, event);
+        let (matched, explain) = (trial.matched, trial.explain);
+        let (output, error) = match trial.output {
+            Ok(Some(out)) => (serde_json::to_value(&out).unwrap_or(Value::Null), None),
+            Ok(None) => (Value::Null, None),
+            Err(e) => (Value::Null, Some(e)),
         };
         match format {
             Format::Json => {

@@ -16,14 +16,19 @@ pub mod s3;
 mod discard;
 mod registry;
 
-pub use registry::{build_sink, build_source, BuildSink, BuildSource, SourceConfig, TargetConfig};
+pub use registry::{
+    build_sink, build_source, BuildSink, BuildSource, BuiltSource, SourceConfig, TargetConfig,
+};
 use sluice_router::error::ErrorClass;
 
 /// The configuration of this build: the shared parts and its connectors' settings.
 pub type Config = sluice_router::config::Config<SourceConfig, TargetConfig>;
 
+/// A configuration of this build that passed every check, its rules compiled.
+pub type Validated = sluice_router::config::Validated<SourceConfig, TargetConfig>;
+
 /// Parse and validate a configuration file (see [`sluice_router::config::load`]).
-pub fn load(text: &str) -> Result<Config, sluice_router::config::ConfigErrors> {
+pub fn load(text: &str) -> Result<Validated, sluice_router::config::ConfigErrors> {
     sluice_router::config::load(text)
 }
 
@@ -31,7 +36,7 @@ pub fn load(text: &str) -> Result<Config, sluice_router::config::ConfigErrors> {
 pub fn load_with_env(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, sluice_router::config::ConfigErrors> {
+) -> Result<Validated, sluice_router::config::ConfigErrors> {
     sluice_router::config::load_with_env(text, env)
 }
 

@@ -9,9 +9,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use sluice_router::config::{SourceEntry, SourceSpec, TargetEntry, TargetSpec, Validator};
 use sluice_router::sink::Sink;
-use sluice_router::source::Source;
-
-use sluice_router::engine::Engine;
+use sluice_router::source::{Source, SourceContext};
 
 use crate::discard::DiscardTargetConfig;
 #[cfg(feature = "elasticsearch")]
@@ -143,10 +141,32 @@ pub trait BuildSink: TargetSpec {
     fn build(&self) -> Result<Arc<dyn Sink>, ConnectorError>;
 }
 
-/// How a source's settings become its running part (`None`: nothing runs on its
-/// own, as for HTTP ingest, which the server serves).
+/// How a source's settings become a running source: a task that runs on its own
+/// (a Kafka consumer), HTTP routes the server mounts under `/sources/{name}/`
+/// (webhooks), or both. `cx` is the source's door to the engine.
 pub trait BuildSource: SourceSpec {
-    fn build(&self, engine: &Engine) -> Result<Option<Box<dyn Source>>, ConnectorError>;
+    fn build(&self, cx: &SourceContext) -> Result<BuiltSource, ConnectorError>;
+}
+
+/// What [`BuildSource::build`] gives the binary to run.
+pub struct BuiltSource {
+    /// Runs until the context's shutdown.
+    pub task: Option<Box<dyn Source>>,
+    /// Served under `/sources/{name}/`, behind the ingest token, with the same
+    /// body limits and error JSON as ingest.
+    #[cfg(feature = "http")]
+    pub routes: Option<axum::Router>,
+}
+
+impl BuiltSource {
+    /// A source that only runs a task.
+    pub fn task(task: Box<dyn Source>) -> Self {
+        Self {
+            task: Some(task),
+            #[cfg(feature = "http")]
+            routes: None,
+        }
+    }
 }
 
 impl SourceConfig {
@@ -187,15 +207,15 @@ pub fn build_sink(target: &TargetConfig) -> Result<Arc<dyn Sink>, ConnectorError
         .map_err(|e| e.named("target", name))
 }
 
-/// The running part of a source, if it has one.
+/// What a source runs, given its door to the engine.
 pub fn build_source(
     source: &SourceConfig,
-    engine: &Engine,
-) -> Result<Option<Box<dyn Source>>, ConnectorError> {
+    cx: &SourceContext,
+) -> Result<BuiltSource, ConnectorError> {
     let name = source.spec().name();
     source
         .connector()
-        .build(engine)
+        .build(cx)
         .map_err(|e| e.named("source", name))
 }
 
@@ -233,7 +253,7 @@ mod tests {
 
     #[test]
     fn empty_document_is_the_default() {
-        let config = load_with_env("", &|_| None).unwrap();
+        let config = load_with_env("", &|_| None).unwrap().config;
         assert_eq!(config.server.listen, "127.0.0.1:8080");
         assert!(config.rules.is_empty());
     }
@@ -294,7 +314,7 @@ extra: 1
                 "tok".into()
             })
         };
-        let config = load_with_env(text, &env).unwrap();
+        let config = load_with_env(text, &env).unwrap().config;
         let TargetConfig::Http(t) = &config.targets[0] else {
             panic!("an http target")
         };

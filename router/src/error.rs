@@ -18,3 +18,28 @@ pub enum ErrorClass {
     /// A bug or a broken local resource (the store); retried, and logged loudly.
     Internal,
 }
+
+/// The body of every HTTP error answer sluice gives:
+/// `{"error": {"code": "...", "message": "...", "field": "..."}}` (`field` only for
+/// a bad event's field).
+pub fn error_body(code: &str, message: &str, field: Option<&str>) -> serde_json::Value {
+    let mut error = serde_json::json!({"code": code, "message": message});
+    if let Some(field) = field {
+        error["field"] = serde_json::json!(field);
+    }
+    serde_json::json!({ "error": error })
+}
+
+/// Whether an `Authorization` header value carries `Bearer <expected>`; compared
+/// in constant time.
+pub fn bearer_matches(authorization: Option<&str>, expected: &str) -> bool {
+    let given = authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}

@@ -1,24 +1,27 @@
 //! sluice-router: the engine of sluice.
 //!
-//! Data flows one way: a source builds an [`event::Event`], the
-//! [`matching::rules::RuleSet`] of its bus selects the subscriptions it belongs
-//! to, the [`store::Store`] keeps it durably in each, and a
-//! [`delivery::dispatch`] worker per subscription delivers it through a
-//! [`sink::Sink`] with retries, backoff and a dead-letter list.
-//! Connectors implement [`sink::Sink`]; this crate never depends on them.
+//! Data flows one way: a source builds an [`event::Event`] and publishes it
+//! through its [`source::SourceContext`]; the rules of its bus select the
+//! subscriptions it belongs to, the store keeps it durably in each, and a
+//! dispatcher per subscription delivers it through a [`sink::Sink`] with retries,
+//! backoff and a dead-letter list. [`engine::Engine`] is the front door: the
+//! store, the subscriptions and the dispatchers behind it are private.
+//! Connectors implement [`source::Source`] and [`sink::Sink`]; this crate never
+//! depends on them. [`config`] reads and checks configuration files,
+//! [`matching`] and [`transform`] are the rule language.
 
 pub use cloudevents;
 
 pub mod config;
-pub mod delivery;
+mod delivery;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod matching;
-pub mod metrics;
+mod metrics;
 pub mod sink;
 pub mod source;
-pub mod store;
+mod store;
 pub mod throttle;
 pub mod transform;
 

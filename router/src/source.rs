@@ -1,9 +1,10 @@
-//! The source side: what a connector implements to bring events in.
+//! The source side: what a connector implements to bring events in, and the
+//! narrow handle it gets from the engine.
 //!
 //! A source pushes events through [`SourceContext::publish`], which returns once
 //! they are durable in every matching subscription; only then may the source
 //! acknowledge upstream (store a Kafka offset, ack an AMQP delivery), in upstream
-//! order. It stops when `shutdown` is cancelled.
+//! order. It stops when [`SourceContext::shutdown`] is cancelled.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,21 +12,22 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, PublishError, Replays};
+use crate::config::ServerConfig;
+use crate::engine::{BacklogFull, Engine, Metrics, PublishError, Replays};
 use crate::error::ErrorClass;
 use crate::event::Event;
+use crate::store::{Progress, StoreError};
 
-/// What a running source gets.
+/// A source's door to the engine: publish, reject, its bus's backlog, its
+/// replay positions, its status and metrics. Cheap to clone.
 #[derive(Clone)]
 pub struct SourceContext {
-    /// The source's name (metrics label, logs).
-    pub name: String,
-    /// The bus its events go to.
-    pub bus: String,
-    pub engine: Arc<Engine>,
-    pub shutdown: CancellationToken,
-    /// Where the source reports its state (see [`SourceContext::report`]).
-    pub statuses: SourceStatuses,
+    name: String,
+    bus: String,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    /// The source's positions (`None` with `server.dedupe_window: 0s`).
+    progress: Option<Progress>,
 }
 
 /// What a running source says about itself, for `GET /api/sources/{name}` and
@@ -40,11 +42,11 @@ pub trait SourceStatus: Send + Sync + 'static {
 
 /// The statuses of the running sources, by name. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct SourceStatuses(Arc<Mutex<BTreeMap<String, Arc<dyn SourceStatus>>>>);
+pub(crate) struct SourceStatuses(Arc<Mutex<BTreeMap<String, Arc<dyn SourceStatus>>>>);
 
 impl SourceStatuses {
     /// The status source `name` reported, if it reported one.
-    pub fn get(&self, name: &str) -> Option<Arc<dyn SourceStatus>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<dyn SourceStatus>> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -58,28 +60,107 @@ impl SourceStatuses {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned(), status);
     }
+
+    /// (source, reason) of each source that cannot bring events in.
+    pub(crate) fn not_ready(&self) -> Vec<(String, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.not_ready()?)))
+            .collect()
+    }
 }
 
 impl SourceContext {
-    /// Make `status` what `GET /api/sources/{name}` and `/readyz` show for this source.
-    pub fn report(&self, status: Arc<dyn SourceStatus>) {
-        self.statuses.set(&self.name, status);
+    pub(crate) fn new(
+        name: &str,
+        bus: &str,
+        engine: Arc<Engine>,
+        shutdown: CancellationToken,
+        progress: Option<Progress>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            bus: bus.to_owned(),
+            engine,
+            shutdown,
+            progress,
+        }
     }
 
-    /// Match, store and commit `events`; `Ok` means they are durable.
+    /// The source's name (metrics label, logs).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bus its events go to.
+    pub fn bus(&self) -> &str {
+        &self.bus
+    }
+
+    /// Cancelled when sluice shuts down: stop taking input, finish what is in
+    /// hand, return from `run`.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Match, store and commit `events`; `Ok` means they are durable (replays
+    /// within `server.dedupe_window` are dropped by their `source` + `id`).
     pub async fn publish(&self, events: &[Event]) -> Result<usize, PublishError> {
-        self.engine.publish(&self.bus, &self.name, events).await
+        self.engine
+            .publish(&self.bus, &self.name, events, Replays::ByKey)
+            .await
     }
 
-    /// [`SourceContext::publish`], recognising replays as `replays` says.
-    pub async fn publish_with(
+    /// Whether this source keeps replay positions (see [`SourceContext::publish_at`]).
+    pub fn positions_enabled(&self) -> bool {
+        self.progress.is_some()
+    }
+
+    /// Publish `events` and store `positions` (an opaque key the source chooses,
+    /// and the highest position the events cover) after them, durable with them:
+    /// a source that numbers its input (Kafka offsets) recognises what it already
+    /// queued by position, without an index entry per event. Without positions
+    /// (`server.dedupe_window: 0s`) this is [`SourceContext::publish`].
+    pub async fn publish_at(
         &self,
         events: &[Event],
-        replays: Replays<'_>,
+        positions: &[(Vec<u8>, i64)],
     ) -> Result<usize, PublishError> {
+        let replays = match &self.progress {
+            Some(progress) => Replays::ByPosition {
+                progress,
+                positions,
+            },
+            None => Replays::ByKey,
+        };
         self.engine
-            .publish_with(&self.bus, &self.name, events, replays)
+            .publish(&self.bus, &self.name, events, replays)
             .await
+    }
+
+    /// The position stored under `key` within `server.dedupe_window` of being
+    /// written; older positions (and every position with the window at 0) count
+    /// as none, so input rewound on purpose long after is read again.
+    pub fn position(&self, key: &[u8]) -> Result<Option<i64>, StoreError> {
+        let Some(progress) = &self.progress else {
+            return Ok(None);
+        };
+        let window = self.engine.dedupe_window_ms();
+        let now = crate::now_ms();
+        Ok(progress
+            .get(key)?
+            .filter(|at| at.written_ms.saturating_add(window) > now)
+            .map(|at| at.position))
+    }
+
+    /// Count `n` records read again and skipped because this source holds them
+    /// already (received, and duplicate).
+    pub fn skipped_replays(&self, n: u64) {
+        let metrics = self.engine.metrics();
+        metrics.received(&self.bus, &self.name).inc_by(n);
+        metrics.duplicates(&self.bus, &self.name).inc_by(n);
     }
 
     /// Keep malformed input out of the bus: each event (the record as sluice could
@@ -100,10 +181,44 @@ impl SourceContext {
         }
         queue.commit().await?;
         self.engine
-            .metrics
+            .metrics()
             .rejected(&self.bus, &self.name)
             .inc_by(count);
         Ok(())
+    }
+
+    /// The deepest queue among the subscriptions of this source's bus.
+    pub fn backlog(&self) -> u64 {
+        self.engine.backlog(&self.bus)
+    }
+
+    /// `Err` while a subscription of this source's bus holds more than
+    /// `server.max_backlog` events (a source that is pushed to answers "retry
+    /// later"; one that pulls should pause instead).
+    pub fn room(&self) -> Result<(), BacklogFull> {
+        self.engine.room(&self.bus)
+    }
+
+    /// Make `status` what `GET /api/sources/{name}` and `/readyz` show for this source.
+    pub fn report(&self, status: Arc<dyn SourceStatus>) {
+        self.engine.statuses().set(&self.name, status);
+    }
+
+    /// Count a request refused as malformed (`sluice_events_rejected_total`), for
+    /// sources that answer their caller instead of keeping the input.
+    pub fn refused(&self) {
+        self.engine.metrics().rejected(&self.bus, &self.name).inc();
+    }
+
+    /// The server's settings (limits and the ingest token, for sources that
+    /// serve HTTP routes).
+    pub fn server(&self) -> &ServerConfig {
+        self.engine.server()
+    }
+
+    /// The metrics registry, for the source's own metric families.
+    pub fn metrics(&self) -> &Metrics {
+        self.engine.metrics()
     }
 }
 
@@ -119,7 +234,7 @@ pub struct SourceError {
 /// A running source.
 #[async_trait]
 pub trait Source: Send + 'static {
-    /// Run until `cx.shutdown` is cancelled; commit upstream progress only for
-    /// events `cx.publish` accepted.
+    /// Run until [`SourceContext::shutdown`] is cancelled; commit upstream
+    /// progress only for events the context accepted.
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError>;
 }

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use sluice_router::config::{
     defaults, BindingMode, DurationString, SourceSpec, TargetSpec, Validator,
 };
-use sluice_router::engine::Engine;
-use sluice_router::source::Source;
+use sluice_router::source::SourceContext;
 
-use crate::{BuildSource, ConnectorError};
+use crate::{BuildSource, BuiltSource, ConnectorError};
 
-/// HTTP ingest, declared so a bus has a named publisher.
+/// An HTTP publisher of its own: `POST /sources/<name>/events` publishes to its
+/// bus under its name (HTTP ingest on `/events` and `/buses/<bus>/events` needs
+/// no entry).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSourceConfig {
@@ -122,9 +123,13 @@ fn http_header_invalid(name: &str, value: &str) -> bool {
         || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
 }
 
-/// HTTP ingest runs inside the server; the entry only names a bus's publisher.
+/// An `http` source is served by sluice's own server: its routes publish to its
+/// bus under its name.
 impl BuildSource for HttpSourceConfig {
-    fn build(&self, _engine: &Engine) -> Result<Option<Box<dyn Source>>, ConnectorError> {
-        Ok(None)
+    fn build(&self, cx: &SourceContext) -> Result<BuiltSource, ConnectorError> {
+        Ok(BuiltSource {
+            task: None,
+            routes: Some(super::ingest::source_routes(cx.clone(), cx.server())),
+        })
     }
 }

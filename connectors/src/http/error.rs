@@ -1,10 +1,10 @@
-//! One error type for every HTTP answer sluice gives:
-//! `{"error": {"code": "...", "message": "...", "field": "..."}}`.
+//! The error answers of HTTP ingest and of sources' routes, in sluice's one shape
+//! ([`error_body`]).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use sluice_router::error::{bearer_matches, error_body};
 
 /// An HTTP error answer. A 4xx explains the caller's mistake; a 5xx says only
 /// what the caller can do, and the detail goes to the log.
@@ -15,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     /// The event field at fault, for bad events.
     pub field: Option<String>,
+    /// Seconds to wait before retrying (`Retry-After`), for 503s that pass.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -34,6 +37,7 @@ impl ApiError {
             code: "invalid_event",
             message: format!("{field}: {message}"),
             field: Some(field),
+            retry_after: None,
         }
     }
 
@@ -62,11 +66,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = json!(field);
+        let body = error_body(self.code, &self.message, self.field.as_deref());
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        response
     }
 }
 
@@ -80,16 +87,8 @@ pub fn check_bearer(
     };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+        .and_then(|v| v.to_str().ok());
+    if bearer_matches(given, expected) {
         Ok(())
     } else {
         Err(ApiError::unauthorized())

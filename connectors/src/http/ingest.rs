@@ -1,8 +1,9 @@
-//! HTTP ingest: `POST /events` (bus `default`) and `POST /buses/{bus}/events`.
+//! HTTP ingest: `POST /events` (bus `default`), `POST /buses/{bus}/events`, and
+//! an `http` source's `POST /sources/{name}/events`. Refused with 503
+//! `backlog_full` while the bus is over `server.max_backlog`.
 //! `202 {"accepted": N}` only after the events are durable in every matching
 //! subscription; every bad input gets a 4xx naming the problem.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -12,29 +13,58 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
-use sluice_router::engine::Engine;
+use sluice_router::config::ServerConfig;
+use sluice_router::engine::{BacklogFull, Ingest, PublishError};
+use sluice_router::event::Event;
+use sluice_router::source::SourceContext;
 
 use super::binding::{self, Mode};
 use super::error::check_bearer;
 use super::ApiError;
 
-/// What the ingest handlers need.
+/// Where requests publish: to any bus the engine accepts (`/events`,
+/// `/buses/{bus}/events`), or to one source's bus under its name
+/// (`/sources/{name}/events`).
 #[derive(Clone)]
-pub struct IngestState {
-    pub engine: Arc<Engine>,
-    /// Buses that accept events: `default`, every bus a rule or source names.
-    pub buses: Arc<HashSet<String>>,
-    pub max_event_bytes: usize,
-    pub max_batch_bytes: usize,
-    pub token: Option<Arc<str>>,
+enum Door {
+    Buses(Ingest),
+    Source(SourceContext),
 }
 
-/// The ingest routes.
-pub fn routes(state: IngestState) -> Router {
+/// What the ingest handlers need.
+#[derive(Clone)]
+struct IngestState {
+    door: Door,
+    max_event_bytes: usize,
+    max_batch_bytes: usize,
+    token: Option<Arc<str>>,
+}
+
+impl IngestState {
+    fn new(door: Door, server: &ServerConfig) -> Self {
+        Self {
+            door,
+            max_event_bytes: server.max_event_bytes as usize,
+            max_batch_bytes: server.max_batch_bytes as usize,
+            token: server.auth.ingest_token.as_deref().map(Arc::from),
+        }
+    }
+}
+
+/// The ingest routes: `POST /events` (bus `default`) and `POST /buses/{bus}/events`.
+pub fn routes(ingest: Ingest, server: &ServerConfig) -> Router {
     Router::new()
         .route("/events", post(default_bus))
         .route("/buses/{bus}/events", post(named_bus))
-        .with_state(state)
+        .with_state(IngestState::new(Door::Buses(ingest), server))
+}
+
+/// An `http` source's routes, mounted under `/sources/{name}/`: `POST /events`
+/// publishes to the source's bus under the source's name.
+pub(super) fn source_routes(cx: SourceContext, server: &ServerConfig) -> Router {
+    Router::new()
+        .route("/events", post(source_bus))
+        .with_state(IngestState::new(Door::Source(cx), server))
 }
 
 async fn default_bus(
@@ -54,6 +84,29 @@ async fn named_bus(
     ingest(&state, &bus, &headers, body).await
 }
 
+async fn source_bus(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let bus = match &state.door {
+        Door::Source(cx) => cx.bus().to_owned(),
+        Door::Buses(_) => "default".to_owned(),
+    };
+    ingest(&state, &bus, &headers, body).await
+}
+
+/// A bus over `server.max_backlog`: 503 with `Retry-After`.
+fn backlog_full(full: &BacklogFull) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backlog_full",
+        full.to_string(),
+    );
+    e.retry_after = Some(1);
+    e
+}
+
 async fn ingest(
     state: &IngestState,
     bus: &str,
@@ -61,24 +114,31 @@ async fn ingest(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     check_bearer(headers, state.token.as_deref())?;
-    if !state.buses.contains(bus) {
-        let mut known: Vec<_> = state.buses.iter().map(String::as_str).collect();
-        known.sort_unstable();
-        return Err(ApiError::not_found(format!(
-            "unknown bus {bus:?}; buses with rules or sources: {}",
-            known.join(", ")
-        )));
-    }
+    let room = match &state.door {
+        Door::Buses(ingest) => {
+            if !ingest.accepts(bus) {
+                let known: Vec<&str> = ingest.buses().collect();
+                return Err(ApiError::not_found(format!(
+                    "unknown bus {bus:?}; buses with rules or sources: {}",
+                    known.join(", ")
+                )));
+            }
+            ingest.room(bus)
+        }
+        Door::Source(cx) => cx.room(),
+    };
+    room.map_err(|full| backlog_full(&full))?;
     let events = match parse(state, headers, body).await {
         Ok(events) => events,
         Err(e) => {
-            state.engine.metrics.rejected(bus, "http").inc();
+            match &state.door {
+                Door::Buses(ingest) => ingest.rejected(bus),
+                Door::Source(cx) => cx.refused(),
+            }
             return Err(e);
         }
     };
-    state
-        .engine
-        .publish(bus, "http", &events)
+    publish(&state.door, bus, &events)
         .await
         .map_err(ApiError::unavailable)?;
     Ok((
@@ -87,11 +147,18 @@ async fn ingest(
     ))
 }
 
+async fn publish(door: &Door, bus: &str, events: &[Event]) -> Result<usize, PublishError> {
+    match door {
+        Door::Buses(ingest) => ingest.publish(bus, events).await,
+        Door::Source(cx) => cx.publish(events).await,
+    }
+}
+
 async fn parse(
     state: &IngestState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Vec<sluice_router::event::Event>, ApiError> {
+) -> Result<Vec<Event>, ApiError> {
     let mode = binding::mode(headers)?;
     let limit = match mode {
         Mode::Batch => state.max_batch_bytes,

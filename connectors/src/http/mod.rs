@@ -8,7 +8,7 @@ mod ingest;
 mod sink;
 
 pub use error::{check_bearer, ApiError};
-pub use ingest::{routes, IngestState};
+pub use ingest::routes;
 pub use sink::HttpSink;
 #[cfg(feature = "elasticsearch")]
 pub(crate) use sink::{client, humantime_secs, parse_retry_after, root_cause};

@@ -12,38 +12,34 @@
 //! missing commit or one offset that went back; when in doubt the source re-reads,
 //! since a duplicate is allowed and a loss is not.
 //!
-//! Positions count for `server.dedupe_window` after they were written, so offsets
-//! a user rewound on purpose while sluice was stopped for longer are read again.
+//! Positions are kept by the engine ([`SourceContext::publish_at`]) and count for
+//! `server.dedupe_window` after they were written, so offsets a user rewound on
+//! purpose while sluice was stopped for longer are read again.
 
 use std::collections::HashMap;
 
 use rdkafka::message::Message;
-use sluice_router::store::{Position, Progress, StoreError};
+use sluice_router::engine::StoreError;
+use sluice_router::source::SourceContext;
 
 /// The positions of one source's group, cached in memory after their first read.
 pub(super) struct Positions {
-    progress: Progress,
+    cx: SourceContext,
     group: String,
-    window_ms: u64,
-    /// Per position key, what the store holds (None: nothing, or not trusted).
-    known: HashMap<Vec<u8>, Option<Position>>,
+    /// Per position key, the live position (None: nothing, or not trusted).
+    known: HashMap<Vec<u8>, Option<i64>>,
     /// The batch being published: per key, its highest offset so far.
     pending: Vec<(Vec<u8>, i64)>,
 }
 
 impl Positions {
-    pub(super) fn new(progress: Progress, group: &str, window_ms: u64) -> Self {
+    pub(super) fn new(cx: SourceContext, group: &str) -> Self {
         Self {
-            progress,
+            cx,
             group: group.to_owned(),
-            window_ms,
             known: HashMap::new(),
             pending: Vec::new(),
         }
-    }
-
-    pub(super) fn progress(&self) -> &Progress {
-        &self.progress
     }
 
     /// `group` NUL `topic` NUL partition (i32 BE): a new group starts afresh.
@@ -57,30 +53,25 @@ impl Positions {
         k
     }
 
-    fn live_at(&mut self, key: &[u8], now_ms: u64) -> Result<Option<i64>, StoreError> {
-        let at = match self.known.get(key) {
-            Some(at) => *at,
-            None => {
-                let at = self.progress.get(key)?;
-                self.known.insert(key.to_vec(), at);
-                at
-            }
-        };
-        Ok(at
-            .filter(|at| at.written_ms.saturating_add(self.window_ms) > now_ms)
-            .map(|at| at.position))
+    /// The live position under `key` (within `server.dedupe_window` of being
+    /// written, see [`SourceContext::position`]).
+    fn live_at(&mut self, key: &[u8]) -> Result<Option<i64>, StoreError> {
+        if let Some(at) = self.known.get(key) {
+            return Ok(*at);
+        }
+        let at = self.cx.position(key)?;
+        self.known.insert(key.to_vec(), at);
+        Ok(at)
     }
 
-    /// The highest offset of `topic`/`partition` known durable (stored within the
-    /// window), if any.
+    /// The highest offset of `topic`/`partition` known durable, if any.
     pub(super) fn durable(
         &mut self,
         topic: &str,
         partition: i32,
-        now_ms: u64,
     ) -> Result<Option<i64>, StoreError> {
         let key = self.key(topic, partition);
-        self.live_at(&key, now_ms)
+        self.live_at(&key)
     }
 
     /// Stop trusting the stored position of a partition (it no longer describes
@@ -98,7 +89,7 @@ impl Positions {
     /// Whether `m` is durable already (at or below the partition's position) or
     /// earlier in the batch being built (a partition handed back mid-batch is
     /// read again from its committed offset); otherwise it joins the batch.
-    pub(super) fn replayed<M: Message>(&mut self, m: &M, now_ms: u64) -> Result<bool, StoreError> {
+    pub(super) fn replayed<M: Message>(&mut self, m: &M) -> Result<bool, StoreError> {
         let key = self.key(m.topic(), m.partition());
         if let Some((_, at)) = self.pending.iter_mut().find(|(k, _)| *k == key) {
             if m.offset() <= *at {
@@ -107,7 +98,7 @@ impl Positions {
             *at = m.offset();
             return Ok(false);
         }
-        if self.live_at(&key, now_ms)?.is_some_and(|p| m.offset() <= p) {
+        if self.live_at(&key)?.is_some_and(|p| m.offset() <= p) {
             return Ok(true);
         }
         self.pending.push((key, m.offset()));
@@ -120,15 +111,9 @@ impl Positions {
     }
 
     /// The batch is durable: remember its positions.
-    pub(super) fn stored(&mut self, now_ms: u64) {
+    pub(super) fn stored(&mut self) {
         for (key, offset) in self.pending.drain(..) {
-            self.known.insert(
-                key,
-                Some(Position {
-                    position: offset,
-                    written_ms: now_ms,
-                }),
-            );
+            self.known.insert(key, Some(offset));
         }
     }
 }
@@ -266,9 +251,23 @@ pub(super) fn decide(
 mod tests {
     use rdkafka::message::OwnedMessage;
     use rdkafka::Timestamp;
-    use sluice_router::store::Store;
+    use sluice_router::engine::Engine;
+    use tokio_util::sync::CancellationToken;
 
     use super::*;
+
+    /// A source context on an engine in `dir` whose positions count for `window`.
+    fn context(dir: &std::path::Path, window: &str) -> SourceContext {
+        let text = format!(
+            "server: {{ data_dir: {}, dedupe_window: {window} }}\n",
+            dir.display()
+        );
+        let validated = crate::load(&text).unwrap();
+        let engine = Engine::open(&validated).unwrap();
+        engine
+            .source("src", "default", CancellationToken::new())
+            .unwrap()
+    }
 
     fn record(partition: i32, offset: i64) -> OwnedMessage {
         let ts = Timestamp::CreateTime(0);
@@ -276,61 +275,64 @@ mod tests {
     }
 
     /// What a publish does: the positions are written with the events.
-    fn publish(p: &mut Positions, batch: &[OwnedMessage], now: u64) -> Vec<i64> {
+    async fn publish(p: &mut Positions, batch: &[OwnedMessage]) -> Vec<i64> {
         p.begin();
         let mut fresh = Vec::new();
         for m in batch {
-            if !p.replayed(m, now).unwrap() {
+            if !p.replayed(m).unwrap() {
                 fresh.push(m.offset());
             }
         }
-        for (key, at) in p.batch_positions() {
-            let at = Position {
-                position: at,
-                written_ms: now,
-            };
-            p.progress().put(&key, at).unwrap();
-        }
-        p.stored(now);
+        let cx = p.cx.clone();
+        cx.publish_at(&[], &p.batch_positions()).await.unwrap();
+        p.stored();
         fresh
     }
 
-    #[test]
-    fn positions_cover_what_was_published_per_group_within_the_window() {
+    #[tokio::test]
+    async fn positions_cover_what_was_published_per_group_within_the_window() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut p = Positions::new(store.progress("src").unwrap(), "g", 1_000);
-        let fresh = publish(&mut p, &[record(0, 5), record(0, 6), record(1, 9)], 100);
+        let cx = context(dir.path(), "1h");
+        let mut p = Positions::new(cx.clone(), "g");
+        let fresh = publish(&mut p, &[record(0, 5), record(0, 6), record(1, 9)]).await;
         assert_eq!(fresh, [5, 6, 9]);
 
         // After a restart (a fresh cache), from the store.
-        let mut p = Positions::new(store.progress("src").unwrap(), "g", 1_000);
-        assert_eq!(p.durable("t", 0, 500).unwrap(), Some(6));
-        assert_eq!(p.durable("t", 1, 500).unwrap(), Some(9));
-        assert_eq!(p.durable("t", 2, 500).unwrap(), None, "another partition");
+        let mut p = Positions::new(cx.clone(), "g");
+        assert_eq!(p.durable("t", 0).unwrap(), Some(6));
+        assert_eq!(p.durable("t", 1).unwrap(), Some(9));
+        assert_eq!(p.durable("t", 2).unwrap(), None, "another partition");
         // Re-read records are skipped; newer ones are not; the position never
         // goes down.
-        let fresh = publish(&mut p, &[record(0, 2), record(0, 6), record(0, 7)], 500);
+        let fresh = publish(&mut p, &[record(0, 2), record(0, 6), record(0, 7)]).await;
         assert_eq!(fresh, [7]);
-        assert_eq!(p.durable("t", 0, 500).unwrap(), Some(7));
-        // Another group, or the window gone by: nothing is trusted.
-        let mut other = Positions::new(store.progress("src").unwrap(), "g2", 1_000);
-        assert_eq!(other.durable("t", 0, 500).unwrap(), None);
-        assert_eq!(p.durable("t", 1, 1_100).unwrap(), None);
+        assert_eq!(p.durable("t", 0).unwrap(), Some(7));
+        // Another group: nothing is trusted.
+        let mut other = Positions::new(cx, "g2");
+        assert_eq!(other.durable("t", 0).unwrap(), None);
         // A forgotten position skips nothing until the next publish replaces it.
         p.forget("t", 0);
-        assert_eq!(publish(&mut p, &[record(0, 3)], 600), [3]);
-        assert_eq!(p.durable("t", 0, 600).unwrap(), Some(3));
+        assert_eq!(publish(&mut p, &[record(0, 3)]).await, [3]);
+        assert_eq!(p.durable("t", 0).unwrap(), Some(3));
     }
 
-    #[test]
-    fn a_partition_read_again_mid_batch_is_queued_once() {
+    #[tokio::test]
+    async fn positions_older_than_the_window_count_as_none() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut p = Positions::new(store.progress("src").unwrap(), "g", 1_000);
+        let mut p = Positions::new(context(dir.path(), "1ms"), "g");
+        publish(&mut p, &[record(0, 5)]).await;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut p = Positions::new(p.cx.clone(), "g");
+        assert_eq!(p.durable("t", 0).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_partition_read_again_mid_batch_is_queued_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Positions::new(context(dir.path(), "1h"), "g");
         // 10..12 read, the partition handed back and read again from 10.
         let batch = [10, 11, 12, 10, 11, 12, 13].map(|o| record(0, o));
-        assert_eq!(publish(&mut p, &batch, 100), [10, 11, 12, 13]);
+        assert_eq!(publish(&mut p, &batch).await, [10, 11, 12, 13]);
     }
 
     #[test]

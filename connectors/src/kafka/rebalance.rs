@@ -169,7 +169,6 @@ impl Rebalancing {
                 None
             }
         };
-        let now = sluice_router::now_ms();
         let mut by_time = TopicPartitionList::new();
         let mut catch_up = Vec::new();
         let parts: Vec<(String, i32)> = tpl
@@ -181,7 +180,7 @@ impl Rebalancing {
             let committed_at = committed
                 .as_ref()
                 .and_then(|c| offset_of(c, &topic, partition));
-            let position = self.position(&topic, partition, now);
+            let position = self.position(&topic, partition);
             let watermarks = if position.is_some() || committed_at.is_some() {
                 match consumer.fetch_watermarks(&topic, partition, LOOKUP_TIMEOUT) {
                     Ok(w) => Some(w),
@@ -242,10 +241,10 @@ impl Rebalancing {
 
     /// sluice's durable position of a partition; a store that cannot be read
     /// trusts nothing (records are read again).
-    fn position(&self, topic: &str, partition: i32, now: u64) -> Option<i64> {
+    fn position(&self, topic: &str, partition: i32) -> Option<i64> {
         let positions = self.positions.as_ref()?;
         let mut positions = positions.lock().unwrap_or_else(|e| e.into_inner());
-        match positions.durable(topic, partition, now) {
+        match positions.durable(topic, partition) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(source = %self.source, topic, partition, error = %e, "Reading sluice's position failed; reading from the committed offset.");

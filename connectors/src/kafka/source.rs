@@ -16,10 +16,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::ClientConfig;
 use sluice_router::config::Malformed;
-use sluice_router::engine::{Engine, PublishError, Replays};
+use sluice_router::engine::{PublishError, StoreError};
 use sluice_router::event::Event;
 use sluice_router::source::{Source, SourceContext, SourceError};
-use sluice_router::store::StoreError;
 use sluice_router::throttle::Level;
 
 use super::config::{KafkaSourceConfig, KafkaStart};
@@ -27,7 +26,7 @@ use super::positions::Positions;
 use super::rebalance::Rebalancing;
 use super::record::{problem_of, record_to_event, RecordMapping};
 use super::status::Tracker;
-use crate::{BuildSource, ConnectorError};
+use crate::{BuildSource, BuiltSource, ConnectorError};
 
 /// How long a batch waits for more records after its first.
 const BATCH_WAIT: Duration = Duration::from_millis(5);
@@ -68,7 +67,7 @@ fn context_start_ms(config: &KafkaSourceConfig) -> Option<i64> {
 
 impl KafkaSource {
     /// Build the consumer and subscribe; nothing is read before `run`.
-    pub fn new(config: &KafkaSourceConfig, engine: &Engine) -> Result<Self, String> {
+    pub fn new(config: &KafkaSourceConfig, cx: &SourceContext) -> Result<Self, String> {
         let mut client = ClientConfig::new();
         for (k, v) in DEFAULTS {
             client.set(k, v);
@@ -91,19 +90,11 @@ impl KafkaSource {
         for (k, v) in &config.options {
             client.set(k, v);
         }
-        let window_ms = engine.dedupe_window_ms();
-        let positions = if window_ms > 0 {
-            let progress = engine
-                .store()
-                .progress(&config.name)
-                .map_err(|e| e.to_string())?;
-            let positions = Positions::new(progress, &config.group, window_ms);
-            Some(Arc::new(Mutex::new(positions)))
-        } else {
-            None
-        };
+        let positions = cx
+            .positions_enabled()
+            .then(|| Arc::new(Mutex::new(Positions::new(cx.clone(), &config.group))));
         let seeking = Arc::new(Mutex::new(HashSet::new()));
-        let tracker = Arc::new(Tracker::new(&config.name, &config.group, &engine.metrics));
+        let tracker = Arc::new(Tracker::new(&config.name, &config.group, cx.metrics()));
         let context = Rebalancing {
             seeking: seeking.clone(),
             source: config.name.clone(),
@@ -186,7 +177,7 @@ impl KafkaSource {
     ) -> Option<Vec<BorrowedMessage<'c>>> {
         let first = tokio::select! {
             biased;
-            () = cx.shutdown.cancelled() => return None,
+            () = cx.shutdown().cancelled() => return None,
             m = self.consumer.recv() => m,
             () = tokio::time::sleep(PAUSE_CHECK), if paused => return Some(Vec::new()),
         };
@@ -253,7 +244,6 @@ impl KafkaSource {
     /// Turn a batch into events, leaving out records before `start` and records
     /// sluice holds durable already.
     fn map_batch<M: Message>(&self, batch: &[M]) -> Result<Mapped, StoreError> {
-        let now = sluice_router::now_ms();
         let mut mapped = Mapped {
             events: Vec::with_capacity(batch.len()),
             rejected: Vec::new(),
@@ -269,7 +259,7 @@ impl KafkaSource {
         }
         for m in batch.iter().filter(|m| !self.before_start(*m)) {
             if let Some(p) = positions.as_deref_mut() {
-                if p.replayed(m, now)? {
+                if p.replayed(m)? {
                     mapped.replayed += 1;
                     continue;
                 }
@@ -289,33 +279,13 @@ impl KafkaSource {
     /// Make a mapped batch durable: rejects, then events with their positions.
     async fn publish(&self, mapped: &Mapped, cx: &SourceContext) -> Result<(), PublishError> {
         cx.reject(mapped.rejected.clone()).await?;
-        match &self.positions {
-            Some(p) => {
-                let progress = p
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .progress()
-                    .clone();
-                let by_position = Replays::ByPosition {
-                    progress: &progress,
-                    positions: &mapped.positions,
-                };
-                cx.publish_with(&mapped.events, by_position).await?;
-                p.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .stored(sluice_router::now_ms());
-            }
-            None => {
-                cx.publish(&mapped.events).await?;
-            }
+        cx.publish_at(&mapped.events, &mapped.positions).await?;
+        if let Some(p) = &self.positions {
+            p.lock().unwrap_or_else(|e| e.into_inner()).stored();
         }
         if mapped.replayed > 0 {
-            tracing::debug!(source = %cx.name, replayed = mapped.replayed, "Records sluice holds already were skipped.");
-            let metrics = &cx.engine.metrics;
-            metrics.received(&cx.bus, &cx.name).inc_by(mapped.replayed);
-            metrics
-                .duplicates(&cx.bus, &cx.name)
-                .inc_by(mapped.replayed);
+            tracing::debug!(source = %cx.name(), replayed = mapped.replayed, "Records sluice holds already were skipped.");
+            cx.skipped_replays(mapped.replayed);
         }
         Ok(())
     }
@@ -336,7 +306,7 @@ impl KafkaSource {
                         &format!("Publishing Kafka records failed; retrying: {e}"),
                     );
                     tokio::select! {
-                        () = cx.shutdown.cancelled() => return false,
+                        () = cx.shutdown().cancelled() => return false,
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
@@ -348,7 +318,7 @@ impl KafkaSource {
             // longer store offsets; its new owner re-reads from the last commit
             // (at least once), so this is not an error.
             if let Err(e) = self.consumer.store_offset_from_message(m) {
-                tracing::debug!(source = %cx.name, partition = m.partition(), error = %e, "Offset not stored (partition revoked).");
+                tracing::debug!(source = %cx.name(), partition = m.partition(), error = %e, "Offset not stored (partition revoked).");
             }
             match durable
                 .iter_mut()
@@ -370,18 +340,18 @@ impl Source for KafkaSource {
         let refresh = tokio::spawn(super::refresh::run(
             self.consumer.clone(),
             self.tracker.clone(),
-            cx.shutdown.clone(),
+            cx.shutdown().clone(),
         ));
         let mut paused = false;
         loop {
-            let backlog = cx.engine.backlog(&cx.bus);
+            let backlog = cx.backlog();
             if !paused && backlog > self.max_backlog {
-                tracing::info!(source = %cx.name, backlog, "Delivery is behind; consumption paused.");
+                tracing::info!(source = %cx.name(), backlog, "Delivery is behind; consumption paused.");
                 paused = true;
                 self.tracker.paused(true);
                 self.set_paused(true);
             } else if paused && backlog <= self.max_backlog / 2 {
-                tracing::info!(source = %cx.name, backlog, "Consumption resumed.");
+                tracing::info!(source = %cx.name(), backlog, "Consumption resumed.");
                 paused = false;
                 self.tracker.paused(false);
                 self.set_paused(false);
@@ -395,15 +365,15 @@ impl Source for KafkaSource {
         }
         refresh.abort();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(source = %cx.name, error = %e, "Final commit found nothing to commit.");
+            tracing::debug!(source = %cx.name(), error = %e, "Final commit found nothing to commit.");
         }
         Ok(())
     }
 }
 
 impl BuildSource for KafkaSourceConfig {
-    fn build(&self, engine: &Engine) -> Result<Option<Box<dyn Source>>, ConnectorError> {
-        let source = KafkaSource::new(self, engine).map_err(ConnectorError::config)?;
-        Ok(Some(Box::new(source)))
+    fn build(&self, cx: &SourceContext) -> Result<BuiltSource, ConnectorError> {
+        let source = KafkaSource::new(self, cx).map_err(ConnectorError::config)?;
+        Ok(BuiltSource::task(Box::new(source)))
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGaugeVec};
 use serde_json::{json, Value};
-use sluice_router::metrics::Metrics;
+use sluice_router::engine::Metrics;
 use sluice_router::now_ms;
 use sluice_router::source::SourceStatus;
 use sluice_router::throttle::{Level, Throttle, Who};

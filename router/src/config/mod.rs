@@ -7,6 +7,7 @@
 //! folder; the connectors' registry is a closed enum per side that implements
 //! [`SourceEntry`] / [`TargetEntry`], and [`Config`] is generic over the two.
 
+mod compiled;
 mod entry;
 mod parse;
 mod shared;
@@ -15,7 +16,9 @@ mod yaml;
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
+pub use compiled::{CompiledRules, Trial};
 pub use entry::{SourceEntry, SourceSpec, TargetEntry, TargetSpec};
 pub use shared::*;
 pub use types::*;
@@ -137,7 +140,7 @@ impl Validator<'_> {
 }
 
 /// Parse and validate a configuration, reading `${NAME}` from the process environment.
-pub fn load<S: SourceEntry, T: TargetEntry>(text: &str) -> Result<Config<S, T>, ConfigErrors> {
+pub fn load<S: SourceEntry, T: TargetEntry>(text: &str) -> Result<Validated<S, T>, ConfigErrors> {
     load_with_env(text, &|name| std::env::var(name).ok())
 }
 
@@ -145,31 +148,52 @@ pub fn load<S: SourceEntry, T: TargetEntry>(text: &str) -> Result<Config<S, T>, 
 pub fn load_with_env<S: SourceEntry, T: TargetEntry>(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config<S, T>, ConfigErrors> {
+) -> Result<Validated<S, T>, ConfigErrors> {
     let positions = Positions::index(text);
     let mut c = Validator::new(&positions);
-    let config = parse::parse(text, env, &mut c);
-    if let Some(config) = &config {
-        c.reported = c.errors.iter().map(|e| e.path.clone()).collect();
-        validate_into(config, &mut c);
+    let Some(config) = parse::parse(text, env, &mut c) else {
+        return Err(ConfigErrors(c.errors));
+    };
+    c.reported = c.errors.iter().map(|e| e.path.clone()).collect();
+    let compiled = validate_into(&config, &mut c);
+    if !c.errors.is_empty() {
+        return Err(ConfigErrors(c.errors));
     }
-    match config {
-        Some(config) if c.errors.is_empty() => Ok(config),
-        _ => Err(ConfigErrors(c.errors)),
+    let rules = CompiledRules::new(&config.rules, compiled);
+    Ok(Validated {
+        config,
+        rules: Arc::new(rules),
+    })
+}
+
+/// A configuration that passed every check, with what its rules compiled to.
+/// The engine, the server and `sluice test-rule` all take this: nothing in a
+/// configuration is compiled twice.
+#[derive(Clone)]
+pub struct Validated<S, T> {
+    pub config: Config<S, T>,
+    pub rules: Arc<CompiledRules>,
+}
+
+impl<S: fmt::Debug, T: fmt::Debug> fmt::Debug for Validated<S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validated")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
-/// Check a parsed configuration; pure, no I/O. Positions come from `positions`.
-pub fn validate<S: SourceEntry, T: TargetEntry>(
-    config: &Config<S, T>,
-    positions: &Positions,
-) -> Result<(), ConfigErrors> {
-    let mut c = Validator::new(positions);
-    validate_into(config, &mut c);
-    if c.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigErrors(c.errors))
+impl<S, T> Validated<S, T> {
+    /// A configuration without sources, targets or rules, with these server
+    /// settings (what `sluice serve` runs with no file, and what tests start from).
+    pub fn empty(server: ServerConfig) -> Self {
+        Self {
+            config: Config {
+                server,
+                ..Config::default()
+            },
+            rules: Arc::new(CompiledRules::new(&[], Vec::new())),
+        }
     }
 }
 
@@ -207,7 +231,13 @@ fn check_unique<'a>(
     seen
 }
 
-fn validate_into<S: SourceEntry, T: TargetEntry>(config: &Config<S, T>, c: &mut Validator<'_>) {
+/// Check everything; returns each rule's compiled filter and transform (a rule
+/// whose filter or transform failed has `None` there, and an error reported).
+fn validate_into<S: SourceEntry, T: TargetEntry>(
+    config: &Config<S, T>,
+    c: &mut Validator<'_>,
+) -> Vec<(Option<Filter>, Option<Transform>)> {
+    let mut compiled = Vec::with_capacity(config.rules.len());
     let server = &config.server;
     if server.listen.parse::<std::net::SocketAddr>().is_err() {
         c.push(
@@ -223,6 +253,9 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(config: &Config<S, T>, c: &mut 
     }
     if server.max_event_bytes == 0 {
         c.push("server.max_event_bytes", "must be greater than 0");
+    }
+    if server.max_backlog == 0 {
+        c.push("server.max_backlog", "must be greater than 0");
     }
     if server.max_batch_bytes < server.max_event_bytes {
         c.push(
@@ -267,8 +300,10 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(config: &Config<S, T>, c: &mut 
                 );
             }
         }
-        if let Some(filter) = &rule.filter {
-            if let Err(errors) = Filter::compile(filter) {
+        let filter = match rule.filter.as_ref().map(Filter::compile) {
+            Some(Ok(f)) => Some(f),
+            None => None,
+            Some(Err(errors)) => {
                 for e in errors {
                     let path = if e.path.is_empty() {
                         at("filter")
@@ -277,8 +312,9 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(config: &Config<S, T>, c: &mut 
                     };
                     c.push(path, format!("{} (rule {:?})", e.message, rule.name));
                 }
+                None
             }
-        }
+        };
         if let Some(dl) = &rule.dead_letter {
             if !targets.contains(dl.as_str()) {
                 c.push(
@@ -294,8 +330,10 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(config: &Config<S, T>, c: &mut 
                 );
             }
         }
-        if let Some(transform) = &rule.transform {
-            if let Err(errors) = Transform::compile(transform) {
+        let transform = match rule.transform.as_ref().map(Transform::compile) {
+            Some(Ok(t)) => Some(t),
+            None => None,
+            Some(Err(errors)) => {
                 for e in errors {
                     let path = if e.path.is_empty() {
                         at("transform")
@@ -304,8 +342,10 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(config: &Config<S, T>, c: &mut 
                     };
                     c.push(path, format!("{} (rule {:?})", e.message, rule.name));
                 }
+                None
             }
-        }
+        };
+        compiled.push((filter, transform));
         let retry = &rule.retry;
         if retry.max_attempts == 0 {
             c.push(at("retry.max_attempts"), "must be at least 1");
@@ -320,6 +360,7 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(config: &Config<S, T>, c: &mut 
             );
         }
     }
+    compiled
 }
 
 /// The JSON Schema of the configuration file.

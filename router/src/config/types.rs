@@ -74,6 +74,11 @@ pub struct ServerConfig {
     #[serde(default = "defaults::dedupe_window", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub dedupe_window: Duration,
+    /// While a subscription of a bus holds more events than this, HTTP ingest to
+    /// that bus answers 503 `backlog_full` with `Retry-After`, and pulling sources
+    /// (Kafka) pause, so a stalled target bounds the store.
+    #[serde(default = "defaults::max_backlog")]
+    pub max_backlog: u64,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +91,7 @@ impl Default for ServerConfig {
             shutdown_grace: defaults::shutdown_grace(),
             auth: AuthConfig::default(),
             dedupe_window: defaults::dedupe_window(),
+            max_backlog: defaults::max_backlog(),
         }
     }
 }
@@ -321,6 +327,9 @@ pub mod defaults {
     }
     pub fn max_batch_bytes() -> u64 {
         4 * 1024 * 1024
+    }
+    pub fn max_backlog() -> u64 {
+        1_000_000
     }
     pub fn dedupe_window() -> Duration {
         Duration::from_secs(600)

@@ -26,29 +26,31 @@ use crate::store::{DeadLetter, Leased, Queue, Record, Settlement};
 use crate::transform::Transform;
 
 /// One (rule, target) pair: its queue, its wake-up signal and its metrics.
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// `<rule>.<target>`: the name used by the admin API.
-    pub name: String,
-    pub bus: String,
-    pub rule: String,
-    pub target: String,
-    pub queue: Queue,
+    pub(crate) name: String,
+    pub(crate) bus: String,
+    pub(crate) rule: String,
+    /// The rule's index in the configuration (its transform and retry schedule).
+    pub(crate) rule_index: usize,
+    pub(crate) target: String,
+    pub(crate) queue: Queue,
     /// Signalled when new events are committed to the queue.
-    pub notify: Notify,
-    pub metrics: SubscriptionMetrics,
+    pub(crate) notify: Notify,
+    pub(crate) metrics: SubscriptionMetrics,
     /// Where this subscription forwards what it gives up on (the rule's
     /// `dead_letter` target), if anywhere.
-    pub dead_letter: Option<Arc<Subscription>>,
+    pub(crate) dead_letter: Option<Arc<Subscription>>,
     /// Whether this is a rule's dead-letter subscription (it gets original events,
     /// not transformed ones).
-    pub is_dead_letter: bool,
+    pub(crate) is_dead_letter: bool,
     /// Why the target cannot take events yet (its [`Sink::check`] failed), if so.
-    pub not_ready: Mutex<Option<String>>,
+    pub(crate) not_ready: Mutex<Option<String>>,
 }
 
 impl Subscription {
     /// Why the target cannot take events yet, if so.
-    pub fn not_ready(&self) -> Option<String> {
+    pub(crate) fn not_ready(&self) -> Option<String> {
         self.not_ready.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
@@ -59,7 +61,7 @@ impl Subscription {
     }
 
     /// Refresh the depth gauge from the queue.
-    pub fn update_depth(&self) {
+    pub(crate) fn update_depth(&self) {
         self.metrics.depth.set(self.queue.stats().depth as i64);
     }
 }
@@ -76,7 +78,7 @@ struct Batching {
 }
 
 /// Delivers one subscription's queue.
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     sub: Arc<Subscription>,
     sink: Arc<dyn Sink>,
     transform: Option<Arc<Transform>>,
@@ -94,7 +96,7 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Dispatcher {
     /// `concurrency` is deliveries (or batches) in flight at once.
-    pub fn new(
+    pub(crate) fn new(
         sub: Arc<Subscription>,
         sink: Arc<dyn Sink>,
         transform: Option<Arc<Transform>>,
@@ -117,7 +119,7 @@ impl Dispatcher {
     }
 
     /// Deliver in batches through [`Sink::deliver_batch`].
-    pub fn with_batches(mut self, batch: &BatchConfig) -> Self {
+    pub(crate) fn with_batches(mut self, batch: &BatchConfig) -> Self {
         self.batching = Batching {
             max_events: batch.max_events.max(1),
             max_bytes: batch.max_bytes.max(1),
@@ -129,7 +131,7 @@ impl Dispatcher {
 
     /// Run until `shutdown`; then wait up to `grace` for deliveries in flight.
     /// Whatever is still in flight after that stays in the store for the next start.
-    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
+    pub(crate) async fn run(self, shutdown: CancellationToken, grace: Duration) {
         if !self.wait_until_ready(&shutdown).await {
             return;
         }

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BatchConfig, Config, RuleConfig};
+use std::collections::HashMap;
+
+use crate::config::{BatchConfig, CompiledRules, Config, RuleConfig, Validated};
 use crate::delivery::dispatch::Dispatcher;
 use crate::delivery::retry::RetryPolicy;
-use crate::engine::Engine;
+use crate::engine::{Engine, Replays};
 use crate::event::{Event, EventFields, RawData};
-use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
 use crate::store::Store;
 
@@ -72,16 +73,29 @@ fn event(n: u64) -> Event {
     f.build().unwrap()
 }
 
-fn engine(dir: &std::path::Path) -> Engine {
+fn engine(dir: &std::path::Path) -> Arc<Engine> {
     let rule: RuleConfig = serde_yaml::from_str(
         "{name: r, targets: [t], retry: {backoff: {initial: 10ms, max: 20ms}}}",
     )
     .unwrap();
-    let config = Config::<(), ()> {
-        rules: vec![rule],
-        ..Config::default()
+    let rules = vec![rule];
+    let validated = Validated::<(), ()> {
+        rules: Arc::new(CompiledRules::new(&rules, vec![(None, None)])),
+        config: Config {
+            rules,
+            ..Config::default()
+        },
     };
-    Engine::build(&config, Store::open(dir).unwrap(), Metrics::new()).unwrap()
+    let buses = ["default".to_owned()].into_iter().collect();
+    Engine::build(&validated, Store::open(dir).unwrap(), HashMap::new(), buses).unwrap()
+}
+
+/// Publish as a source whose replays are recognised by key.
+async fn publish(engine: &Engine, events: &[Event]) {
+    engine
+        .publish("default", "test", events, Replays::ByKey)
+        .await
+        .unwrap();
 }
 
 async fn run(
@@ -90,7 +104,7 @@ async fn run(
     batch: &BatchConfig,
     until: impl Fn(&Recorder) -> bool,
 ) {
-    let sub = engine.subscriptions()[0].clone();
+    let sub = engine.subscription_handles()[0].clone();
     let policy = RetryPolicy {
         max_attempts: 3,
         max_age: Duration::from_secs(60),
@@ -119,7 +133,7 @@ async fn batches_fill_to_max_events_and_flush_after_max_wait() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
     let events: Vec<Event> = (0..25).map(event).collect();
-    engine.publish("default", "test", &events).await.unwrap();
+    publish(&engine, &events).await;
     let sink = Arc::new(Recorder::default());
     let batch = BatchConfig {
         max_events: 10,
@@ -129,7 +143,7 @@ async fn batches_fill_to_max_events_and_flush_after_max_wait() {
     run(&engine, sink.clone(), &batch, |s| delivered(s) == 25).await;
     let sizes: Vec<usize> = sink.batches.lock().unwrap().iter().map(Vec::len).collect();
     assert_eq!(sizes, [10, 10, 5]);
-    assert_eq!(engine.subscriptions()[0].queue.stats().depth, 0);
+    assert_eq!(engine.subscription_handles()[0].queue.stats().depth, 0);
 }
 
 #[tokio::test]
@@ -137,7 +151,7 @@ async fn max_bytes_cuts_a_batch() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
     let events: Vec<Event> = (0..6).map(event).collect();
-    engine.publish("default", "test", &events).await.unwrap();
+    publish(&engine, &events).await;
     let size = serde_json::to_string(&events[0]).unwrap().len();
     let sink = Arc::new(Recorder::default());
     let batch = BatchConfig {
@@ -155,7 +169,7 @@ async fn items_of_a_batch_settle_on_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
     let events: Vec<Event> = (0..10).map(event).collect();
-    engine.publish("default", "test", &events).await.unwrap();
+    publish(&engine, &events).await;
     let sink = Arc::new(Recorder::default());
     // 3 is rejected for good; 4 fails once, then goes through.
     *sink.fail.lock().unwrap() = Some(Box::new(|n, call| match n {
@@ -175,7 +189,7 @@ async fn items_of_a_batch_settle_on_their_own() {
     let batches = sink.batches.lock().unwrap().clone();
     assert_eq!(batches[0], (0..10).collect::<Vec<_>>());
     assert_eq!(batches[1], [4], "only the transient failure is sent again");
-    let q = &engine.subscriptions()[0].queue;
+    let q = &engine.subscription_handles()[0].queue;
     let letters = q.dead_letters(None, 10).unwrap();
     assert_eq!(letters.len(), 1);
     assert!(
@@ -190,9 +204,9 @@ async fn items_of_a_batch_settle_on_their_own() {
 async fn a_stable_batch_is_retried_whole_and_a_leftover_plan_runs_first() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
-    let q = engine.subscriptions()[0].queue.clone();
+    let q = engine.subscription_handles()[0].queue.clone();
     let events: Vec<Event> = (0..8).map(event).collect();
-    engine.publish("default", "test", &events).await.unwrap();
+    publish(&engine, &events).await;
     // A plan left by a crash: events 2, 3 and 5 were one batch.
     let leased = q
         .lease(8, crate::now_ms(), &Default::default(), None)

@@ -567,6 +567,11 @@ impl Queue {
         Ok(moved)
     }
 
+    /// Events waiting (ready or due later): [`QueueStats::depth`] without the totals.
+    pub fn depth(&self) -> u64 {
+        self.state.ready.load(Ordering::Relaxed) + self.state.delayed.load(Ordering::Relaxed)
+    }
+
     pub fn stats(&self) -> QueueStats {
         let totals = *self.state.totals.lock().unwrap_or_else(|p| p.into_inner());
         let ready = self.state.ready.load(Ordering::Relaxed);

@@ -52,6 +52,8 @@ pub struct Scratch {
 }
 
 impl RuleSet {
+    /// Compile every rule's filter and build the matchers; every rule that fails
+    /// is reported. (Validation compiles filters itself and calls [`RuleSet::build`].)
     pub fn compile(configs: &[RuleConfig]) -> Result<Self, Vec<RuleError>> {
         let mut rules = Vec::with_capacity(configs.len());
         let mut errors = Vec::new();
@@ -78,6 +80,11 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(errors);
         }
+        Ok(Self::build(rules))
+    }
+
+    /// The matchers of every bus over rules whose filters are compiled.
+    pub fn build(rules: Vec<CompiledRule>) -> Self {
         let mut buses: HashMap<String, Bus> = HashMap::new();
         for (id, rule) in rules.iter().enumerate() {
             let id = id as u32;
@@ -102,7 +109,7 @@ impl RuleSet {
         for bus in buses.values_mut() {
             bus.index.build();
         }
-        Ok(Self { rules, buses })
+        Self { rules, buses }
     }
 
     /// Push the ids of the rules of `bus` that `event` matches, in rule order.

@@ -1,0 +1,387 @@
+//! The engine: the front door of this crate. Everything a connector or the binary
+//! does with events goes through it; the store, the subscriptions and the
+//! dispatchers behind it are private.
+//!
+//! - Sources get a [`SourceContext`] ([`Engine::source`]): publish (returns once
+//!   durable), publish with replay positions, reject malformed input, the backlog
+//!   of their bus, their status, their metrics.
+//! - HTTP ingest gets an [`Ingest`] ([`Engine::ingest`]): publish to any bus it
+//!   accepts, refused while that bus is over `server.max_backlog`.
+//! - The binary starts delivery from a sink per target ([`Engine::start_delivery`])
+//!   and runs the admin API on [`Engine::subscriptions`], dead letters and redrive.
+
+mod delivery;
+mod ingest;
+mod ops;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+pub use self::delivery::Delivery;
+pub use self::ingest::{BacklogFull, Ingest};
+pub use self::ops::{NotReady, SubscriptionInfo};
+use crate::config::{
+    BatchConfig, CompiledRules, RuleConfig, ServerConfig, SourceEntry, TargetEntry, Validated,
+};
+use crate::delivery::dispatch::Subscription;
+use crate::delivery::retry::RetryPolicy;
+use crate::event::{event_key, Event};
+use crate::matching::rules::Scratch;
+pub use crate::metrics::Metrics;
+use crate::now_ms;
+use crate::source::{SourceContext, SourceStatuses};
+pub use crate::store::{DeadLetter, QueueStats, StoreError};
+use crate::store::{Position, Progress, Record, Store};
+
+/// Everything between the sources and the targets.
+pub struct Engine {
+    rules: Arc<CompiledRules>,
+    /// Per rule (same order as the rules), its subscriptions.
+    rule_subs: Vec<Vec<Arc<Subscription>>>,
+    subscriptions: Vec<Arc<Subscription>>,
+    /// Per rule, its retry schedule.
+    retry: Vec<RetryPolicy>,
+    /// Per target, deliveries in flight at most and how it batches.
+    targets: HashMap<String, (usize, Option<BatchConfig>)>,
+    store: Store,
+    metrics: Metrics,
+    /// Buses that accept events: `default` and every bus a rule or source names.
+    buses: BTreeSet<String>,
+    /// How long a queued event's key (or a source's position) is remembered to
+    /// drop replays (0: never).
+    dedupe_window_ms: u64,
+    /// A bus whose deepest subscription holds more than this refuses ingest.
+    max_backlog: u64,
+    server: ServerConfig,
+    statuses: SourceStatuses,
+}
+
+/// What a subscription is for.
+enum Role {
+    /// Delivers a rule's matches; what it gives up on also goes to `forward`.
+    Matches { forward: Option<Arc<Subscription>> },
+    /// Delivers what a rule's other subscriptions gave up on.
+    DeadLetter,
+}
+
+/// Open one subscription of rule `index` to `target`.
+fn subscription(
+    store: &Store,
+    metrics: &Metrics,
+    (index, rule): (usize, &RuleConfig),
+    target: &str,
+    name: String,
+    role: Role,
+) -> Result<Arc<Subscription>, StoreError> {
+    let (dead_letter, is_dead_letter) = match role {
+        Role::Matches { forward } => (forward, false),
+        Role::DeadLetter => (None, true),
+    };
+    let sub = Arc::new(Subscription {
+        queue: store.queue(&name)?,
+        name,
+        bus: rule.bus.clone(),
+        rule: rule.name.clone(),
+        rule_index: index,
+        target: target.to_owned(),
+        notify: tokio::sync::Notify::new(),
+        metrics: metrics.subscription(&rule.bus, &rule.name, target),
+        dead_letter,
+        is_dead_letter,
+        not_ready: std::sync::Mutex::new(None),
+    });
+    sub.update_depth();
+    Ok(sub)
+}
+
+/// How a publish tells a replayed event from a new one.
+#[derive(Clone, Copy)]
+pub(crate) enum Replays<'a> {
+    /// By the event key (`source` + `id`): an event whose key was queued within
+    /// `server.dedupe_window` is dropped (see [`crate::store::Queue::enqueue_all`]).
+    ByKey,
+    /// By the source's own positions: the source skips what its positions cover
+    /// before publishing, and `positions` (key, position) are stored after these
+    /// events and made durable with them. No per-event index is kept.
+    ByPosition {
+        progress: &'a Progress,
+        positions: &'a [(Vec<u8>, i64)],
+    },
+}
+
+/// Why the engine could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot create data_dir {dir}: {error}")]
+    DataDir { dir: String, error: std::io::Error },
+    #[error("cannot open the store in {dir}: {error}")]
+    Store { dir: String, error: StoreError },
+}
+
+/// Why a publish was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("event could not be encoded: {0}")]
+    Encode(String),
+}
+
+impl Engine {
+    /// Open the store in `server.data_dir` and every subscription of the
+    /// validated configuration's rules.
+    pub fn open<S: SourceEntry, T: TargetEntry>(
+        validated: &Validated<S, T>,
+    ) -> Result<Arc<Self>, EngineError> {
+        let dir = &validated.config.server.data_dir;
+        std::fs::create_dir_all(dir).map_err(|error| EngineError::DataDir {
+            dir: dir.clone(),
+            error,
+        })?;
+        let store = Store::open(Path::new(dir)).map_err(|error| EngineError::Store {
+            dir: dir.clone(),
+            error,
+        })?;
+        let targets = validated
+            .config
+            .targets
+            .iter()
+            .map(|t| {
+                let spec = t.spec();
+                (spec.name().to_owned(), (spec.concurrency(), spec.batch()))
+            })
+            .collect();
+        let mut buses: BTreeSet<String> = validated
+            .config
+            .sources
+            .iter()
+            .map(|s| s.spec().bus().to_owned())
+            .collect();
+        buses.extend(validated.config.rules.iter().map(|r| r.bus.clone()));
+        buses.insert("default".into());
+        Self::build(validated, store, targets, buses).map_err(|error| EngineError::Store {
+            dir: dir.clone(),
+            error,
+        })
+    }
+
+    pub(crate) fn build<S, T>(
+        validated: &Validated<S, T>,
+        store: Store,
+        targets: HashMap<String, (usize, Option<BatchConfig>)>,
+        buses: BTreeSet<String>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let config = &validated.config;
+        let metrics = Metrics::new();
+        metrics.register_store(&store);
+        let mut rule_subs = Vec::with_capacity(config.rules.len());
+        let mut subscriptions = Vec::new();
+        for (index, rule) in config.rules.iter().enumerate() {
+            let mut subs = Vec::new();
+            let dead_letter = match &rule.dead_letter {
+                Some(target) => {
+                    let name = format!("{}.dead-letter", rule.name);
+                    let role = Role::DeadLetter;
+                    let sub = subscription(&store, &metrics, (index, rule), target, name, role)?;
+                    subscriptions.push(sub.clone());
+                    Some(sub)
+                }
+                None => None,
+            };
+            for target in &rule.targets {
+                let name = format!("{}.{}", rule.name, target);
+                let role = Role::Matches {
+                    forward: dead_letter.clone(),
+                };
+                let sub = subscription(&store, &metrics, (index, rule), target, name, role)?;
+                subs.push(sub.clone());
+                subscriptions.push(sub);
+            }
+            rule_subs.push(subs);
+        }
+        let server = &config.server;
+        if !server.dedupe_window.is_zero() {
+            for sub in &subscriptions {
+                let restored = sub.queue.repair_dedupe()?;
+                if restored > 0 {
+                    tracing::info!(subscription = %sub.name, restored, "Restored de-duplication keys lost in a crash.");
+                }
+            }
+        }
+        Ok(Arc::new(Self {
+            rules: validated.rules.clone(),
+            rule_subs,
+            subscriptions,
+            retry: config.rules.iter().map(|r| (&r.retry).into()).collect(),
+            targets,
+            store,
+            metrics,
+            buses,
+            dedupe_window_ms: server.dedupe_window.as_millis() as u64,
+            max_backlog: server.max_backlog,
+            server: server.clone(),
+            statuses: SourceStatuses::default(),
+        }))
+    }
+
+    /// The handle source `name` brings events in through, onto `bus`; it stops
+    /// when `shutdown` is cancelled.
+    pub fn source(
+        self: &Arc<Self>,
+        name: &str,
+        bus: &str,
+        shutdown: CancellationToken,
+    ) -> Result<SourceContext, StoreError> {
+        let progress = if self.dedupe_window_ms > 0 {
+            Some(self.store.progress(name)?)
+        } else {
+            None
+        };
+        Ok(SourceContext::new(
+            name,
+            bus,
+            self.clone(),
+            shutdown,
+            progress,
+        ))
+    }
+
+    /// The handle HTTP ingest publishes through, to any bus it accepts.
+    pub fn ingest(self: &Arc<Self>) -> Ingest {
+        Ingest::new(self.clone())
+    }
+
+    /// Prometheus metrics: the engine's and those connectors register.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The deepest queue among the subscriptions of `bus`: how far delivery lags.
+    pub(crate) fn backlog(&self, bus: &str) -> u64 {
+        self.subscriptions
+            .iter()
+            .filter(|s| s.bus == bus)
+            .map(|s| s.queue.depth())
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn subscription_handles(&self) -> &[Arc<Subscription>] {
+        &self.subscriptions
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn server(&self) -> &ServerConfig {
+        &self.server
+    }
+
+    pub(crate) fn dedupe_window_ms(&self) -> u64 {
+        self.dedupe_window_ms
+    }
+
+    pub(crate) fn statuses(&self) -> &SourceStatuses {
+        &self.statuses
+    }
+
+    /// Match `events` against the rules of `bus`, write each into every matching
+    /// subscription, and return once all of it is durable. Returns the number of
+    /// (event, subscription) pairs written.
+    pub(crate) async fn publish(
+        &self,
+        bus: &str,
+        source: &str,
+        events: &[Event],
+        replays: Replays<'_>,
+    ) -> Result<usize, PublishError> {
+        let now = now_ms();
+        let window_ms = match replays {
+            Replays::ByKey => self.dedupe_window_ms,
+            Replays::ByPosition { .. } => 0,
+        };
+        let mut scratch = Scratch::default();
+        let mut matched = Vec::new();
+        // Each matching event once, then per subscription the events it gets, so
+        // each queue takes them (and checks their keys) under its lock once.
+        let mut records: Vec<(Record, [u8; 16])> = Vec::new();
+        let mut per_sub: Vec<(&Arc<Subscription>, Vec<usize>)> = Vec::new();
+        for event in events {
+            matched.clear();
+            self.rules
+                .set()
+                .matching(bus, event, &mut scratch, &mut matched);
+            if matched.is_empty() {
+                continue;
+            }
+            let text =
+                serde_json::to_string(event).map_err(|e| PublishError::Encode(e.to_string()))?;
+            let raw =
+                RawValue::from_string(text).map_err(|e| PublishError::Encode(e.to_string()))?;
+            let index = records.len();
+            records.push((Record::new(raw, now), event_key(event).into_bytes()));
+            for &rule in &matched {
+                for sub in &self.rule_subs[rule as usize] {
+                    match per_sub.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sub)) {
+                        Some((_, list)) => list.push(index),
+                        None => per_sub.push((sub, vec![index])),
+                    }
+                }
+            }
+        }
+        let mut written = 0;
+        let mut duplicate = vec![false; records.len()];
+        for (sub, list) in &per_sub {
+            let batch: Vec<(&Record, &[u8; 16])> = list
+                .iter()
+                .map(|&i| (&records[i].0, &records[i].1))
+                .collect();
+            let queued = sub.queue.enqueue_all(&batch, window_ms, now)?;
+            for (&i, queued) in list.iter().zip(queued) {
+                if queued {
+                    written += 1;
+                    sub.metrics.matched.inc();
+                } else {
+                    duplicate[i] = true;
+                }
+            }
+        }
+        let duplicates = duplicate.iter().filter(|d| **d).count() as u64;
+        self.metrics
+            .received(bus, source)
+            .inc_by(events.len() as u64);
+        if duplicates > 0 {
+            self.metrics.duplicates(bus, source).inc_by(duplicates);
+        }
+        if let Replays::ByPosition {
+            progress,
+            positions,
+        } = replays
+        {
+            // After the records they cover: sled recovers writes in order.
+            for (key, position) in positions {
+                progress.put(
+                    key,
+                    Position {
+                        position: *position,
+                        written_ms: now,
+                    },
+                )?;
+            }
+        }
+        if written > 0 {
+            self.store.commit().await?;
+        }
+        for (sub, _) in per_sub {
+            sub.update_depth();
+            sub.notify.notify_one();
+        }
+        Ok(written)
+    }
+}

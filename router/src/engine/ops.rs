@@ -1,0 +1,143 @@
+//! What the admin API and the operations endpoints ask of the engine: the
+//! subscriptions and their counters, dead letters and redrive, the sources'
+//! statuses, readiness, and the store's health.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Engine, StoreError};
+use crate::delivery::dispatch::Subscription;
+use crate::store::{DeadLetter, QueueStats};
+
+/// A subscription as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionInfo {
+    /// `<rule>.<target>`, or `<rule>.dead-letter`.
+    pub name: String,
+    pub bus: String,
+    pub rule: String,
+    pub target: String,
+    pub stats: QueueStats,
+}
+
+/// What keeps sluice from being ready.
+#[derive(Debug, Clone, Default)]
+pub struct NotReady {
+    /// (target, subscription, reason) of each target that cannot take events.
+    pub targets: Vec<(String, String, String)>,
+    /// (source, reason) of each source that cannot bring events in.
+    pub sources: Vec<(String, String)>,
+}
+
+impl NotReady {
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty() && self.sources.is_empty()
+    }
+}
+
+fn info(sub: &Subscription) -> SubscriptionInfo {
+    SubscriptionInfo {
+        name: sub.name.clone(),
+        bus: sub.bus.clone(),
+        rule: sub.rule.clone(),
+        target: sub.target.clone(),
+        stats: sub.queue.stats(),
+    }
+}
+
+impl Engine {
+    fn find(&self, name: &str) -> Option<&Arc<Subscription>> {
+        self.subscriptions.iter().find(|s| s.name == name)
+    }
+
+    /// Every subscription, in rule order.
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        self.subscriptions.iter().map(|s| info(s)).collect()
+    }
+
+    /// Subscription `name`, if there is one.
+    pub fn subscription(&self, name: &str) -> Option<SubscriptionInfo> {
+        self.find(name).map(|s| info(s))
+    }
+
+    /// Up to `limit` dead letters of subscription `name` after sequence `after`,
+    /// oldest first; `None` when there is no such subscription.
+    pub fn dead_letters(
+        &self,
+        name: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Option<Vec<DeadLetter>>, StoreError> {
+        match self.find(name) {
+            Some(sub) => sub.queue.dead_letters(after, limit).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Move dead letters of subscription `name` back to its queue (all, or those
+    /// in `seqs`), durably, and wake its dispatcher. Returns how many moved;
+    /// `None` when there is no such subscription.
+    pub async fn redrive(
+        &self,
+        name: &str,
+        seqs: Option<&[u64]>,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(sub) = self.find(name) else {
+            return Ok(None);
+        };
+        let moved = sub.queue.redrive(seqs)?;
+        self.store.commit().await?;
+        sub.update_depth();
+        sub.notify.notify_one();
+        tracing::info!(subscription = %name, redriven = moved, "Dead letters redriven.");
+        Ok(Some(moved))
+    }
+
+    /// Up to `limit` records source `name` refused as malformed, after `after`.
+    pub fn source_dead_letters(
+        &self,
+        name: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.store.source_rejects(name)?.dead_letters(after, limit)
+    }
+
+    /// What source `name` reports about itself, if it reports anything.
+    pub fn source_status(&self, name: &str) -> Option<serde_json::Value> {
+        self.statuses.get(name).map(|s| s.status())
+    }
+
+    /// Every target that cannot take events and every source that cannot bring
+    /// them in, with why.
+    pub fn not_ready(&self) -> NotReady {
+        let targets = self
+            .subscriptions
+            .iter()
+            .filter_map(|sub| {
+                let reason = sub.not_ready()?;
+                Some((sub.target.clone(), sub.name.clone(), reason))
+            })
+            .collect();
+        NotReady {
+            targets,
+            sources: self.statuses.not_ready(),
+        }
+    }
+
+    /// How long the store has been stuck in one flush, if it is in one.
+    pub fn flush_stalled_for(&self) -> Option<Duration> {
+        self.store.flush_stalled_for()
+    }
+
+    /// Write everything to disk; for shutdown, after sources and delivery stopped.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(flushed) => flushed,
+            Err(e) => Err(StoreError::new("final flush", e)),
+        }
+    }
+}
