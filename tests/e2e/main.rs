@@ -1,5 +1,6 @@
 //! End-to-end tests of the `sluice` binary against real sockets on loopback.
 
+mod backpressure;
 mod config;
 mod delivery;
 mod elasticsearch;
