@@ -50,8 +50,8 @@ pub struct DiscardSink;
 
 #[async_trait]
 impl Sink for DiscardSink {
-    async fn deliver(&self, _event: &Event) -> Result<(), SinkError> {
-        Ok(())
+    async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+        events.iter().map(|_| Ok(())).collect()
     }
 }
 

@@ -25,9 +25,21 @@ mod store;
 pub mod throttle;
 pub mod transform;
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, on the runtime's clock: the wall clock when
+/// first asked, advanced by tokio's monotonic clock since. Everything that
+/// schedules (leases, retry backoff, batch waits, replay windows) reads time here,
+/// so tests run it on paused time (`#[tokio::test(start_paused = true)]`): a retry
+/// an hour away happens at once, and still an hour later by this clock. A wall
+/// clock that jumps does not move it.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    use std::sync::OnceLock;
+    static START: OnceLock<(u64, std::time::Instant)> = OnceLock::new();
+    let (wall, at) = *START.get_or_init(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        (wall, std::time::Instant::now())
+    });
+    let now = tokio::time::Instant::now().into_std();
+    wall + now.saturating_duration_since(at).as_millis() as u64
 }

@@ -45,35 +45,21 @@ impl SinkError {
 
 /// A delivery target.
 ///
-/// The dispatcher calls `deliver` for one event at a time, up to the target's
-/// concurrency at once, and may call it again for the same event after a crash or a
-/// retry, so sinks that can be idempotent should key writes on `source` + `id`
-/// ([`crate::event::event_key`]).
-///
-/// Targets with a `batch` setting get `deliver_batch` instead: up to `max_events`
-/// events written together, with one result per event so that the dispatcher can
-/// retry or dead-letter each on its own. (One trait with a batch method, rather than
-/// two traits, so the dispatcher holds one kind of sink and every sink can be
-/// batched.)
+/// The dispatcher hands a sink batches of events, up to the target's concurrency
+/// at once: a target with a `batch` setting gets up to `max_events` together, any
+/// other target one at a time. One result per event, in order, so the dispatcher
+/// retries or dead-letters each on its own. Sinks may be given the same event
+/// again after a crash or a retry, so those that can be idempotent should key
+/// writes on `source` + `id` ([`crate::event::event_key`]).
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
-    /// `Ok` means the far side confirmed the event.
-    async fn deliver(&self, event: &Event) -> Result<(), SinkError>;
-
-    /// Write `events` together; the result has one entry per event, in order.
-    /// `Ok` means the far side confirmed that event. The default delivers one by one.
-    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
-        let mut results = Vec::with_capacity(events.len());
-        for event in events {
-            results.push(self.deliver(event).await);
-        }
-        results
-    }
+    /// Write `events`; `Ok` in a slot means the far side confirmed that event.
+    async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>>;
 
     /// Whether the far side is set up to take events (a table exists and its
-    /// columns fit, say). `Err` holds the reason; the dispatcher holds deliveries,
-    /// reports the reason on `/readyz` and checks again a little later.
-    async fn check(&self) -> Result<(), String> {
+    /// columns fit, say). The error's message is the reason: the dispatcher holds
+    /// deliveries, reports it on `/readyz` and checks again a little later.
+    async fn check(&self) -> Result<(), SinkError> {
         Ok(())
     }
 

@@ -183,13 +183,6 @@ fn excerpt(body: &[u8]) -> String {
 
 #[async_trait]
 impl Sink for ElasticsearchSink {
-    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
-        self.deliver_batch(std::slice::from_ref(event))
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(SinkError::transient("the bulk request gave no result")))
-    }
-
     /// One `_bulk` request for the batch. Events whose index name or document
     /// cannot be made are rejected on their own and not sent. A request the whole
     /// of which failed (no answer, 429, 5xx, auth, or an answer that is not a bulk
@@ -197,7 +190,7 @@ impl Sink for ElasticsearchSink {
     /// a well-formed bulk request fail as a whole. A request the cluster finds too
     /// large (413) is sent again in halves; a single document that is too large is
     /// rejected.
-    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+    async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
         let now = chrono::Utc::now();
         let mut results = Vec::with_capacity(events.len());
         let mut body = Vec::new();
@@ -257,7 +250,15 @@ impl Sink for ElasticsearchSink {
     /// `GET {url}/`: the cluster answers, and takes the credentials. A 403 there
     /// passes: credentials allowed to write documents but not to read cluster
     /// information are a common, sound setup.
-    async fn check(&self) -> Result<(), String> {
+    /// Reachable and set up; otherwise why not (checked again until it is).
+    async fn check(&self) -> Result<(), SinkError> {
+        self.readiness().await.map_err(SinkError::transient)
+    }
+}
+
+impl ElasticsearchSink {
+    /// Why the far side cannot take events yet, if it cannot.
+    async fn readiness(&self) -> Result<(), String> {
         let response = self
             .authorize(self.client.get(self.root.clone()))
             .send()

@@ -53,7 +53,20 @@ impl HttpSink {
 
 #[async_trait]
 impl Sink for HttpSink {
-    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
+    /// One request per event (the dispatcher sends one at a time, up to the
+    /// target's concurrency in parallel).
+    async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            results.push(self.call(event).await);
+        }
+        results
+    }
+}
+
+impl HttpSink {
+    /// Call the endpoint with one event.
+    async fn call(&self, event: &Event) -> Result<(), SinkError> {
         let mut request = self.client.post(self.url.clone());
         request = match self.mode {
             BindingMode::Binary => {

@@ -102,9 +102,9 @@ fn classify(e: &KafkaError) -> SinkError {
     }
 }
 
-#[async_trait]
-impl Sink for KafkaSink {
-    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
+impl KafkaSink {
+    /// Produce one event; `Ok` once its delivery report confirmed it.
+    async fn produce(&self, event: &Event) -> Result<(), SinkError> {
         let topic = self
             .topic
             .render(event, &[], chrono::Utc::now())
@@ -135,9 +135,14 @@ impl Sink for KafkaSink {
             Err((e, _)) => Err(classify(&e)),
         }
     }
+}
 
-    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
-        futures::future::join_all(events.iter().map(|e| self.deliver(e))).await
+#[async_trait]
+impl Sink for KafkaSink {
+    /// Every record of the batch goes to the producer at once (so librdkafka can
+    /// fill its own batches); each event is settled by its own delivery report.
+    async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+        futures::future::join_all(events.iter().map(|e| self.produce(e))).await
     }
 }
 

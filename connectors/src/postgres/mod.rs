@@ -148,14 +148,7 @@ impl PostgresSink {
 
 #[async_trait]
 impl Sink for PostgresSink {
-    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
-        self.deliver_batch(std::slice::from_ref(event))
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(SinkError::transient("no result for the event")))
-    }
-
-    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+    async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
         let (rows, slots) = self.rows(events);
         let written = if rows.is_empty() {
             Vec::new()
@@ -180,7 +173,15 @@ impl Sink for PostgresSink {
             .collect()
     }
 
-    async fn check(&self) -> Result<(), String> {
+    /// Reachable and set up; otherwise why not (checked again until it is).
+    async fn check(&self) -> Result<(), SinkError> {
+        self.readiness().await.map_err(SinkError::transient)
+    }
+}
+
+impl PostgresSink {
+    /// Why the far side cannot take events yet, if it cannot.
+    async fn readiness(&self) -> Result<(), String> {
         let checked = tokio::time::timeout(self.timeout, async {
             let conn = self.pool.get().await?;
             let result =

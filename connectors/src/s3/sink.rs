@@ -353,14 +353,7 @@ async fn join_one(set: &mut JoinSet<object_store::Result<()>>) -> object_store::
 
 #[async_trait]
 impl Sink for S3Sink {
-    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
-        let mut results = self.deliver_batch(std::slice::from_ref(event)).await;
-        results
-            .pop()
-            .unwrap_or_else(|| Err(SinkError::transient("no result for the event")))
-    }
-
-    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+    async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
         let (key, compression, batch) = (self.key.clone(), self.compression, events.to_vec());
         let now = chrono::Utc::now();
         // Serialising and compressing a batch is CPU work: off the runtime.
@@ -405,7 +398,15 @@ impl Sink for S3Sink {
 
     /// The bucket exists and these credentials may list it (a listing of an empty
     /// folder under the key's prefix: one small request).
-    async fn check(&self) -> Result<(), String> {
+    /// Reachable and set up; otherwise why not (checked again until it is).
+    async fn check(&self) -> Result<(), SinkError> {
+        self.readiness().await.map_err(SinkError::transient)
+    }
+}
+
+impl S3Sink {
+    /// Why the far side cannot take events yet, if it cannot.
+    async fn readiness(&self) -> Result<(), String> {
         let listed = tokio::time::timeout(
             self.timeout,
             self.store.list_with_delimiter(Some(&self.probe)),

@@ -9,7 +9,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -67,13 +67,13 @@ impl Subscription {
 }
 
 /// How a dispatcher groups events into deliveries. A target without a `batch`
-/// setting gets batches of one, sent at once, through [`Sink::deliver`].
+/// setting gets batches of one, sent at once.
 #[derive(Debug, Clone)]
 struct Batching {
     max_events: usize,
     max_bytes: usize,
     max_wait: Duration,
-    /// Whether the sink gets `deliver_batch` (or `deliver`, one event at a time).
+    /// Whether the target has a `batch` setting (and may have stable batches).
     batched: bool,
 }
 
@@ -141,7 +141,7 @@ impl Dispatcher {
         let capacity = self.concurrency * b.max_events;
         let mut in_flight: HashSet<Vec<u8>> = HashSet::new();
         let mut pending: VecDeque<Leased> = VecDeque::new();
-        let mut pending_since: Option<Instant> = None;
+        let mut pending_since: Option<tokio::time::Instant> = None;
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let stable = b.batched && self.sink.stable_batches();
         if stable {
@@ -179,7 +179,7 @@ impl Dispatcher {
                             }
                             in_flight.insert(l.key.clone());
                             pending.push_back(l);
-                            pending_since.get_or_insert_with(Instant::now);
+                            pending_since.get_or_insert_with(tokio::time::Instant::now);
                         }
                     }
                     Err(e) => {
@@ -209,10 +209,9 @@ impl Dispatcher {
                 }
                 let sink = self.sink.clone();
                 let transform = self.transform.clone();
-                let batched = b.batched;
                 tasks.spawn(async move {
                     let started = now_ms();
-                    let results = deliver(&*sink, transform.as_deref(), &batch, batched).await;
+                    let results = deliver(&*sink, transform.as_deref(), &batch).await;
                     (batch.into_iter().zip(results).collect(), started, None)
                 });
             }
@@ -276,8 +275,9 @@ impl Dispatcher {
                     self.sub.set_not_ready(None);
                     return true;
                 }
-                Err(reason) => {
-                    tracing::warn!(subscription = %self.sub.name, target = %self.sub.target, reason = %reason, "Target not ready; deliveries wait.");
+                Err(e) => {
+                    let reason = e.message;
+                    tracing::warn!(subscription = %self.sub.name, target = %self.sub.target, class = ?e.class, reason = %reason, "Target not ready; deliveries wait.");
                     self.sub.set_not_ready(Some(reason));
                 }
             }
@@ -326,7 +326,7 @@ impl Dispatcher {
                 .unwrap_or(started);
             let mut attempts = 0u32;
             loop {
-                let mut results = deliver(&*sink, transform.as_deref(), &batch, true).await;
+                let mut results = deliver(&*sink, transform.as_deref(), &batch).await;
                 attempts += 1;
                 let retryable = results.iter().find_map(|r| match r {
                     Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Internal) => {
@@ -507,7 +507,6 @@ async fn deliver(
     sink: &dyn Sink,
     transform: Option<&Transform>,
     batch: &[Leased],
-    batched: bool,
 ) -> Vec<Result<(), SinkError>> {
     let mut results: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
@@ -522,14 +521,8 @@ async fn deliver(
     }
     let mut written = if events.is_empty() {
         Vec::new()
-    } else if batched {
-        sink.deliver_batch(&events).await
     } else {
-        let mut out = Vec::with_capacity(events.len());
-        for event in &events {
-            out.push(sink.deliver(event).await);
-        }
-        out
+        sink.deliver(&events).await
     }
     .into_iter();
     let count = events.len();

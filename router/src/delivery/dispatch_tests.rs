@@ -38,13 +38,7 @@ fn n_of(e: &Event) -> u64 {
 
 #[async_trait]
 impl Sink for Recorder {
-    async fn deliver(&self, event: &Event) -> Result<(), SinkError> {
-        self.deliver_batch(std::slice::from_ref(event))
-            .await
-            .remove(0)
-    }
-
-    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+    async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
         let ns: Vec<u64> = events.iter().map(n_of).collect();
         let mut batches = self.batches.lock().unwrap();
         batches.push(ns.clone());
@@ -240,4 +234,53 @@ async fn a_stable_batch_is_retried_whole_and_a_leftover_plan_runs_first() {
     assert_eq!(batches[2], [0, 1, 4, 6, 7], "retried whole, not regrouped");
     assert!(q.plans().unwrap().is_empty());
     assert_eq!(q.stats().depth, 0);
+}
+
+/// Backoff runs on the runtime's clock: on paused time, an event that failed once
+/// is tried again once its backoff (ten minutes here) has passed by that clock,
+/// and the test does not wait ten minutes for it.
+#[tokio::test(start_paused = true)]
+async fn a_retry_waits_its_backoff_on_the_runtime_s_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    publish(&engine, &[event(1)]).await;
+    let sink = Arc::new(Recorder::default());
+    *sink.fail.lock().unwrap() = Some(Box::new(|_, call| {
+        (call == 1).then(|| SinkError::transient("connection reset"))
+    }));
+    let sub = engine.subscription_handles()[0].clone();
+    let backoff = Duration::from_secs(600);
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        max_age: Duration::from_secs(86_400),
+        initial: backoff,
+        max: backoff,
+    };
+    let d = Dispatcher::new(sub, sink.clone(), None, policy, 1);
+    let stop = CancellationToken::new();
+    let (started, real) = (tokio::time::Instant::now(), std::time::Instant::now());
+    let task = tokio::spawn(d.run(stop.clone(), Duration::from_secs(1)));
+    while sink.batches.lock().unwrap().len() < 2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    // Full jitter: the wait is between half the backoff and all of it.
+    let waited = started.elapsed();
+    assert!(
+        waited >= backoff / 2 && waited <= backoff + Duration::from_secs(5),
+        "second attempt after {waited:?}"
+    );
+    assert!(
+        real.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        real.elapsed()
+    );
+    assert_eq!(
+        engine.subscription_handles()[0]
+            .queue
+            .stats()
+            .delivered_total,
+        1
+    );
 }
