@@ -20,6 +20,16 @@ cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> every connector feature alone, and none, builds and passes clippy"
+# The connectors' features, read from their manifest's [features] table.
+features="$(sed -n '/^\[features\]/,/^\[/p' connectors/Cargo.toml | grep -oE '^[a-z0-9_-]+ =' | cut -d' ' -f1 | grep -v '^default$')"
+for feature in "" $features; do
+  cargo clippy --quiet --locked -p sluice-connectors --all-targets --no-default-features \
+    ${feature:+--features "$feature"} -- -D warnings
+  cargo clippy --quiet --locked -p sluice --no-default-features \
+    ${feature:+--features "$feature"} -- -D warnings
+done
+
 echo "==> cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
