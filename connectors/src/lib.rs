@@ -10,6 +10,8 @@
 
 #[cfg(feature = "elasticsearch")]
 pub mod elasticsearch;
+#[cfg(feature = "file")]
+pub mod file;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "kafka")]
@@ -124,6 +126,9 @@ pub enum TargetConfig {
     /// Objects of JSON lines in an S3-compatible bucket.
     #[cfg(feature = "s3")]
     S3(s3::config::S3TargetConfig),
+    /// JSON lines appended to a local file.
+    #[cfg(feature = "file")]
+    File(file::config::FileTargetConfig),
     /// Drops every event.
     Discard(DiscardTargetConfig),
 }
@@ -170,6 +175,7 @@ impl TargetEntry for TargetConfig {
         "postgres",
         "elasticsearch",
         "s3",
+        "file",
         "discard",
     ];
 
@@ -190,6 +196,8 @@ impl TargetEntry for TargetConfig {
             "elasticsearch" => v.section(value, path).map(Self::Elasticsearch),
             #[cfg(feature = "s3")]
             "s3" => v.section(value, path).map(Self::S3),
+            #[cfg(feature = "file")]
+            "file" => v.section(value, path).map(Self::File),
             "discard" => v.section(value, path).map(Self::Discard),
             other => {
                 left_out(v, path, other);
@@ -261,6 +269,8 @@ impl TargetConfig {
             Self::Elasticsearch(ref c) => c,
             #[cfg(feature = "s3")]
             Self::S3(ref c) => c,
+            #[cfg(feature = "file")]
+            Self::File(ref c) => c,
             Self::Discard(ref c) => c,
         }
     }
