@@ -13,7 +13,11 @@ use sluice_connectors::{self as config, Validated};
 
 /// sluice: a self-hosted event bus and trigger router.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Environment:\n  SLUICE_CONFIG      the configuration file when -c is not given\n  SLUICE_LOG         log level or filter (default: info; e.g. debug, sluice_connectors=debug)\n  SLUICE_LOG_FORMAT  `json` for JSON log lines (default: text)\n  ${NAME} in a configuration value is read from the environment too."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,12 +34,14 @@ enum Command {
     },
     /// Check a configuration file without starting anything; exit 1 listing every error.
     Validate {
+        /// The configuration file to check.
         #[arg(short, long, env = "SLUICE_CONFIG")]
         config: PathBuf,
     },
     /// Dry-run one rule: does each event match, which clause failed if not, and
     /// what would be delivered. Exit 0 when it ran, 1 on a config or input error.
     TestRule {
+        /// The configuration file that holds the rule.
         #[arg(short, long, env = "SLUICE_CONFIG")]
         config: PathBuf,
         /// The rule's name.
@@ -141,8 +147,8 @@ fn main() -> ExitCode {
             match runtime.block_on(serve::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // Once, in the log (stderr), whatever its format.
                     tracing::error!(error = format!("{e:#}"), "sluice stopped.");
-                    eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -43,8 +43,13 @@ pub struct AppState {
 pub async fn run(validated: Validated) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let validated = Arc::new(validated);
-    let engine = Engine::open(&validated)?;
     let config = &validated.config;
+    // Listen first: a taken address fails before anything is created on disk.
+    let listen = config.server.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let engine = Engine::open(&validated)?;
     let shutdown = CancellationToken::new();
     let delivery = engine.start_delivery(
         |target| {
@@ -74,7 +79,6 @@ pub async fn run(validated: Validated) -> anyhow::Result<()> {
         }
     }
 
-    let listen = config.server.listen.clone();
     let state = AppState {
         engine: engine.clone(),
         validated: validated.clone(),
@@ -94,9 +98,9 @@ pub async fn run(validated: Validated) -> anyhow::Result<()> {
     ));
     let app = app.fallback(|| async { ApiError::not_found("no such endpoint") });
 
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    if config.server.auth.admin_token.is_none() {
+        tracing::warn!(listen = %listen, "The admin API (/api/) needs no token: whoever reaches this address can read event payloads and redrive them; set server.auth.admin_token.");
+    }
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(
         listen = %listen,

@@ -1,4 +1,4 @@
-//! Error classes shared by every part of sluice.
+//! Error classes shared by every part of sluice, and the shape of its HTTP errors.
 
 use serde::Serialize;
 
@@ -30,11 +30,13 @@ pub fn error_body(code: &str, message: &str, field: Option<&str>) -> serde_json:
     serde_json::json!({ "error": error })
 }
 
-/// Whether an `Authorization` header value carries `Bearer <expected>`; compared
-/// in constant time.
+/// Whether an `Authorization` header value carries `Bearer <expected>` (the
+/// scheme in any case, RFC 7235); the token compared in constant time.
 pub fn bearer_matches(authorization: Option<&str>, expected: &str) -> bool {
     let given = authorization
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start())
         .unwrap_or_default();
     given.len() == expected.len()
         && given
@@ -42,4 +44,20 @@ pub fn bearer_matches(authorization: Option<&str>, expected: &str) -> bool {
             .zip(expected.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case_and_the_token_exactly() {
+        assert!(bearer_matches(Some("Bearer s3cret"), "s3cret"));
+        assert!(bearer_matches(Some("bearer s3cret"), "s3cret"));
+        assert!(bearer_matches(Some("BEARER  s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer S3CRET"), "s3cret"));
+        assert!(!bearer_matches(Some("Basic s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer"), "s3cret"));
+        assert!(!bearer_matches(None, "s3cret"));
+    }
 }

@@ -18,6 +18,7 @@ pub struct Metrics {
     received: IntCounterVec,
     rejected: IntCounterVec,
     duplicates: IntCounterVec,
+    unmatched: IntCounterVec,
     matched: IntCounterVec,
     delivered: IntCounterVec,
     retried: IntCounterVec,
@@ -97,6 +98,12 @@ impl Metrics {
                 &registry,
                 "sluice_events_duplicate_total",
                 "Events dropped as a replay of one published within the dedupe window.",
+                &["bus", "source"],
+            ),
+            unmatched: counter(
+                &registry,
+                "sluice_events_unmatched_total",
+                "Events accepted that matched no rule of their bus (nothing to deliver).",
                 &["bus", "source"],
             ),
             matched: counter(
@@ -192,6 +199,10 @@ impl Metrics {
 
     pub fn rejected(&self, bus: &str, source: &str) -> IntCounter {
         self.rejected.with_label_values(&[bus, source])
+    }
+
+    pub fn unmatched(&self, bus: &str, source: &str) -> IntCounter {
+        self.unmatched.with_label_values(&[bus, source])
     }
 
     pub fn duplicates(&self, bus: &str, source: &str) -> IntCounter {

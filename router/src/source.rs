@@ -108,9 +108,11 @@ impl SourceContext {
     /// Match, store and commit `events`; `Ok` means they are durable (replays
     /// within `server.dedupe_window` are dropped by their `source` + `id`).
     pub async fn publish(&self, events: &[Event]) -> Result<usize, PublishError> {
-        self.engine
+        let published = self
+            .engine
             .publish(&self.bus, &self.name, events, Replays::ByKey)
-            .await
+            .await?;
+        Ok(published.queued)
     }
 
     /// Whether this source keeps replay positions (see [`SourceContext::publish_at`]).
@@ -135,9 +137,11 @@ impl SourceContext {
             },
             None => Replays::ByKey,
         };
-        self.engine
+        let published = self
+            .engine
             .publish(&self.bus, &self.name, events, replays)
-            .await
+            .await?;
+        Ok(published.queued)
     }
 
     /// The position stored under `key` within `server.dedupe_window` of being

@@ -1,6 +1,8 @@
 //! HTTP ingest: `POST /events` (bus `default`), `POST /buses/{bus}/events`, and
-//! an `http` source's `POST /sources/{name}/events`. Refused with 503
-//! `backlog_full` while the bus is over `server.max_backlog`.
+//! an `http` source's `POST /sources/{name}/events`. `202 {"accepted": N,
+//! "matched": M}` once durable (M: events that matched a rule; an event that
+//! matches none is accepted and counted in `sluice_events_unmatched_total`).
+//! Refused with 503 `backlog_full` while the bus is over `server.max_backlog`.
 //! `202 {"accepted": N}` only after the events are durable in every matching
 //! subscription; every bad input gets a 4xx naming the problem.
 
@@ -138,19 +140,21 @@ async fn ingest(
             return Err(e);
         }
     };
-    publish(&state.door, bus, &events)
+    let matched = publish(&state.door, bus, &events)
         .await
         .map_err(ApiError::unavailable)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "accepted": events.len() })),
+        Json(json!({ "accepted": events.len(), "matched": matched })),
     ))
 }
 
-async fn publish(door: &Door, bus: &str, events: &[Event]) -> Result<usize, PublishError> {
+/// Publish; returns how many of the events matched a rule (`None` where the door
+/// does not say).
+async fn publish(door: &Door, bus: &str, events: &[Event]) -> Result<Option<usize>, PublishError> {
     match door {
-        Door::Buses(ingest) => ingest.publish(bus, events).await,
-        Door::Source(cx) => cx.publish(events).await,
+        Door::Buses(ingest) => Ok(Some(ingest.publish(bus, events).await?.matched)),
+        Door::Source(cx) => cx.publish(events).await.map(|_| None),
     }
 }
 

@@ -26,6 +26,10 @@ use sluice_router::throttle::{Level, Throttle, Who};
 /// members hold them all, or a dead member's session has not expired yet).
 const IDLE_WARNING: Duration = Duration::from_secs(60);
 
+/// A partition with records waiting that delivers none for this long says so
+/// (the broker answers fetches from its offset with nothing).
+const STALL_WARNING: Duration = Duration::from_secs(60);
+
 /// Where a source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -63,6 +67,10 @@ struct Partition {
     high: Option<i64>,
     last_record_ms: Option<u64>,
     gaps: u64,
+    /// When a record of this partition last arrived (or it was assigned).
+    moved_ms: u64,
+    /// Whether the stall warning was given since the partition last moved.
+    stall_warned: bool,
 }
 
 impl Partition {
@@ -192,6 +200,7 @@ impl Tracker {
                 durable,
                 low: watermarks.map(|w| w.0),
                 high: watermarks.map(|w| w.1),
+                moved_ms: now_ms(),
                 ..Partition::default()
             },
         );
@@ -253,6 +262,8 @@ impl Tracker {
                 return;
             };
             p.last_record_ms = Some(now);
+            p.moved_ms = now;
+            p.stall_warned = false;
             match p.expected {
                 Some(e) if offset > e => gap = Some((e, offset - 1)),
                 Some(e) if offset < e => {
@@ -341,7 +352,29 @@ impl Tracker {
                     .set(lag);
             }
         }
-        let idle_for = now_ms().saturating_sub(state.since_ms);
+        let now = now_ms();
+        let reading = state.phase == Phase::Consuming && state.unreachable.is_none();
+        for ((topic, partition), p) in state.partitions.iter_mut() {
+            let waiting = p.lag().unwrap_or(0);
+            let still_for = now.saturating_sub(p.moved_ms);
+            if reading
+                && waiting > 0
+                && !p.stall_warned
+                && still_for >= STALL_WARNING.as_millis() as u64
+            {
+                p.stall_warned = true;
+                tracing::warn!(
+                    source = %self.source,
+                    topic = %topic,
+                    partition,
+                    waiting,
+                    next_offset = ?p.next(),
+                    still_secs = still_for / 1000,
+                    "Records wait in the partition but none arrived: the broker answers fetches from this offset with nothing."
+                );
+            }
+        }
+        let idle_for = now.saturating_sub(state.since_ms);
         if state.phase == Phase::Idle
             && !state.idle_warned
             && idle_for >= IDLE_WARNING.as_millis() as u64
@@ -481,5 +514,21 @@ mod tests {
         assert_eq!(t.status()["state"], "paused");
         t.paused(false);
         assert_eq!(t.status()["state"], "waiting_for_partitions");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_with_records_waiting_that_delivers_none_is_reported_once() {
+        let (t, _) = tracker();
+        t.assigned("t", 0, Some(0), None, Some((0, 10)), Some(0));
+        t.assignment_done();
+        let stalled = |t: &Tracker| t.state().partitions[&("t".to_owned(), 0)].stall_warned;
+        t.refreshed(vec![(("t".into(), 0), (0, 10))], None);
+        assert!(!stalled(&t), "not yet");
+        tokio::time::advance(STALL_WARNING + Duration::from_secs(1)).await;
+        t.refreshed(vec![(("t".into(), 0), (0, 10))], None);
+        assert!(stalled(&t), "ten records waiting, none for a minute");
+        // A record arriving clears it.
+        t.record("t", 0, 0);
+        assert!(!stalled(&t));
     }
 }

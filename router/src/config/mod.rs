@@ -248,6 +248,19 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(
             ),
         );
     }
+    if let Ok(addr) = server.listen.parse::<std::net::SocketAddr>() {
+        if !addr.ip().is_loopback() && server.auth.admin_token.is_none() && !server.auth.admin_open
+        {
+            c.push(
+                "server.listen",
+                format!(
+                    "sluice listens on {addr}, beyond this machine, and the admin API (event \
+                     payloads, redrive) would be open to anyone who reaches it: set \
+                     auth.admin_token, or auth.admin_open: true to keep it open on purpose"
+                ),
+            );
+        }
+    }
     if server.data_dir.is_empty() {
         c.push("server.data_dir", "must not be empty");
     }

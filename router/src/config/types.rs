@@ -104,6 +104,11 @@ pub struct AuthConfig {
     pub ingest_token: Option<String>,
     /// Required as `Authorization: Bearer <token>` on `/api/`.
     pub admin_token: Option<String>,
+    /// Serve the admin API without a token on an address other than loopback.
+    /// The admin API shows event payloads and can redrive them, so sluice
+    /// refuses to start that way unless this says it is on purpose.
+    #[serde(default)]
+    pub admin_open: bool,
 }
 
 /// A rule: events of `bus` that pass `filter` go to each of `targets`, each through

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{Engine, PublishError, Replays};
+use super::{Engine, PublishError, Published, Replays};
 use crate::event::Event;
 
 /// The source name HTTP ingest publishes under (metrics label).
@@ -51,7 +51,7 @@ impl Ingest {
 
     /// Publish `events` to `bus`; `Ok` once they are durable in every matching
     /// subscription (replays within `server.dedupe_window` are dropped).
-    pub async fn publish(&self, bus: &str, events: &[Event]) -> Result<usize, PublishError> {
+    pub async fn publish(&self, bus: &str, events: &[Event]) -> Result<Published, PublishError> {
         self.engine
             .publish(bus, SOURCE, events, Replays::ByKey)
             .await

@@ -118,8 +118,17 @@ pub(crate) enum Replays<'a> {
 pub enum EngineError {
     #[error("cannot create data_dir {dir}: {error}")]
     DataDir { dir: String, error: std::io::Error },
-    #[error("cannot open the store in {dir}: {error}")]
+    #[error("cannot open the store in {dir}: {}", .error.message)]
     Store { dir: String, error: StoreError },
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Events that matched at least one rule.
+    pub matched: usize,
+    /// (event, subscription) pairs written; replays dropped as duplicates are not.
+    pub queued: usize,
 }
 
 /// Why a publish was not accepted.
@@ -292,15 +301,14 @@ impl Engine {
     }
 
     /// Match `events` against the rules of `bus`, write each into every matching
-    /// subscription, and return once all of it is durable. Returns the number of
-    /// (event, subscription) pairs written.
+    /// subscription, and return once all of it is durable.
     pub(crate) async fn publish(
         &self,
         bus: &str,
         source: &str,
         events: &[Event],
         replays: Replays<'_>,
-    ) -> Result<usize, PublishError> {
+    ) -> Result<Published, PublishError> {
         let now = now_ms();
         let window_ms = match replays {
             Replays::ByKey => self.dedupe_window_ms,
@@ -356,6 +364,10 @@ impl Engine {
         self.metrics
             .received(bus, source)
             .inc_by(events.len() as u64);
+        let unmatched = (events.len() - records.len()) as u64;
+        if unmatched > 0 {
+            self.metrics.unmatched(bus, source).inc_by(unmatched);
+        }
         if duplicates > 0 {
             self.metrics.duplicates(bus, source).inc_by(duplicates);
         }
@@ -382,6 +394,9 @@ impl Engine {
             sub.update_depth();
             sub.notify.notify_one();
         }
-        Ok(written)
+        Ok(Published {
+            matched: records.len(),
+            queued: written,
+        })
     }
 }

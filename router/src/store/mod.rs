@@ -58,6 +58,25 @@ const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 /// sled's page cache; the default 1 GiB would let a drained backlog keep that much.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The file in the data directory naming the process that holds the store.
+const PID_FILE: &str = "sluice.pid";
+
+/// Why a store is locked: another process has it open.
+fn in_use(dir: &Path) -> String {
+    let pid = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let holder = match pid {
+        Some(pid) => format!("another sluice process (pid {pid})"),
+        None => "another sluice process".to_owned(),
+    };
+    format!(
+        "{holder} is using {}; stop it or choose another data_dir",
+        dir.display()
+    )
+}
+
 /// The durable store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -91,7 +110,18 @@ impl Store {
             .segment_size(SEGMENT_SIZE)
             .cache_capacity(CACHE_BYTES)
             .open()
-            .map_err(|e| StoreError::new("open", e))?;
+            .map_err(|e| match e {
+                // sled reports the lock another process holds as an I/O error.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StoreError::new("open", in_use(dir.as_ref()))
+                }
+                e => StoreError::new("open", e),
+            })?;
+        // Who holds the store, for the next process that finds it locked.
+        let _ = std::fs::write(dir.as_ref().join(PID_FILE), std::process::id().to_string());
         let (tx, rx) = mpsc::channel::<Waiter>(65_536);
         let flusher_db = db.clone();
         let flushes = Arc::new(AtomicU64::new(0));
