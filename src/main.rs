@@ -3,6 +3,7 @@
 mod admin;
 mod api;
 mod serve;
+mod server;
 mod test_rule;
 
 use std::path::PathBuf;

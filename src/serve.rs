@@ -96,7 +96,15 @@ pub async fn run(validated: Validated) -> anyhow::Result<()> {
         engine.ingest(),
         &config.server,
     ));
-    let app = app.fallback(|| async { ApiError::not_found("no such endpoint") });
+    let app = app
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        });
 
     if config.server.auth.admin_token.is_none() {
         tracing::warn!(listen = %listen, "The admin API (/api/) needs no token: whoever reaches this address can read event payloads and redrive them; set server.auth.admin_token.");
@@ -119,10 +127,7 @@ pub async fn run(validated: Validated) -> anyhow::Result<()> {
         ready.store(false, Ordering::SeqCst);
         stop.cancel();
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("HTTP server failed")?;
+    crate::server::serve(listener, app, &config.server, shutdown.clone()).await;
     while let Some(done) = sources.join_next().await {
         if let Ok(Err(e)) = done {
             tracing::error!(error = %e, "A source stopped with an error.");

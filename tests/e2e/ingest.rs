@@ -28,7 +28,10 @@ async fn each_ingest_mode_delivers_exactly_the_matching_events() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"accepted": 1}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"accepted": 1, "matched": 1})
+    );
     // Binary mode: does not match (amount 50).
     let r = c
         .post(sluice.url("/events"))
@@ -67,7 +70,10 @@ async fn each_ingest_mode_delivers_exactly_the_matching_events() {
     ]);
     let r = sluice.post_batch(&batch).await;
     assert_eq!(r.status(), 202);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"accepted": 3}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"accepted": 3, "matched": 2})
+    );
 
     let got = recv.wait_for(4, Duration::from_secs(10)).await;
     // Nothing else trickles in.

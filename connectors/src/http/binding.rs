@@ -6,7 +6,7 @@ use cloudevents::AttributesReader;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sluice_router::event::{
-    binary_attributes, data_bytes, is_json, Event, EventError, EventFields, RawData,
+    binary_attributes, data_bytes, duplicate_key, is_json, Event, EventError, EventFields, RawData,
 };
 
 use super::ApiError;
@@ -92,12 +92,14 @@ pub fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, ApiError> 
     if !body.is_empty() {
         let data = match ct.as_deref() {
             Some(ct) if is_json(ct) => {
-                RawData::Json(serde_json::from_slice(body).map_err(|e| {
+                let data = serde_json::from_slice(body).map_err(|e| {
                     ApiError::bad_event(
                         "data",
                         format!("body is not valid JSON for content type {ct}: {e}"),
                     )
-                })?)
+                })?;
+                refuse_duplicates(body, "data")?;
+                RawData::Json(data)
             }
             Some(ct) if essence(ct).starts_with("text/") => match std::str::from_utf8(body) {
                 Ok(text) => RawData::Text(text.to_owned()),
@@ -110,29 +112,62 @@ pub fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, ApiError> 
     fields.build().map_err(event_error)
 }
 
+/// The path of a key given twice in `body`'s JSON (as `prefix.path`), as a 400.
+fn refuse_duplicates(body: &[u8], prefix: &str) -> Result<(), ApiError> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Ok(());
+    };
+    match duplicate_key(text) {
+        Some(path) => {
+            let field = match (prefix, path.starts_with('[')) {
+                ("", _) => path,
+                (p, true) => format!("{p}{path}"),
+                (p, false) => format!("{p}.{path}"),
+            };
+            Err(ApiError::bad_event(
+                field,
+                "is given twice; each key may appear once",
+            ))
+        }
+        None => Ok(()),
+    }
+}
+
 /// A structured-mode request: the whole event as a JSON object.
 pub fn from_structured(body: &[u8]) -> Result<Event, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_event("body", format!("not valid JSON: {e}")))?;
+    refuse_duplicates(body, "")?;
     from_json(value).map_err(event_error)
 }
 
-/// A batch-mode request: a JSON array of structured events. Each element must fit in
-/// `max_event_bytes`; an error names the element (`[3].source`).
-pub fn from_batch(body: &[u8], max_event_bytes: usize) -> Result<Vec<Event>, ApiError> {
+/// A batch-mode request's elements, unparsed: a JSON array whose elements each
+/// fit in `max_event_bytes` and hold no key twice; an error names the element
+/// (`[3]`, `[3].data.sku`).
+pub fn batch_items(body: &[u8], max_event_bytes: usize) -> Result<Vec<&RawValue>, ApiError> {
     let items: Vec<&RawValue> = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_event("body", format!("not a JSON array of events: {e}")))?;
+    for (i, raw) in items.iter().enumerate() {
+        if raw.get().len() > max_event_bytes {
+            return Err(too_large(
+                &format!("[{i}]"),
+                raw.get().len(),
+                max_event_bytes,
+            ));
+        }
+    }
+    refuse_duplicates(body, "")?;
+    Ok(items)
+}
+
+/// Events from batch elements; `first` is the index of `items[0]` in the batch,
+/// for the errors (`[3].source`).
+pub fn batch_events(items: &[&RawValue], first: usize) -> Result<Vec<Event>, ApiError> {
     items
         .iter()
         .enumerate()
         .map(|(i, raw)| {
-            if raw.get().len() > max_event_bytes {
-                return Err(too_large(
-                    &format!("[{i}]"),
-                    raw.get().len(),
-                    max_event_bytes,
-                ));
-            }
+            let i = first + i;
             let value: Value = serde_json::from_str(raw.get())
                 .map_err(|e| ApiError::bad_event(format!("[{i}]"), e))?;
             from_json(value).map_err(|e| event_error(e.within(&format!("[{i}]"))))

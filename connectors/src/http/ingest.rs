@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -16,11 +17,12 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 use sluice_router::config::ServerConfig;
-use sluice_router::engine::{BacklogFull, Ingest, PublishError};
+use sluice_router::engine::{BacklogFull, Ingest};
 use sluice_router::event::Event;
 use sluice_router::source::SourceContext;
 
 use super::binding::{self, Mode};
+use super::body;
 use super::error::check_bearer;
 use super::ApiError;
 
@@ -39,6 +41,7 @@ struct IngestState {
     door: Door,
     max_event_bytes: usize,
     max_batch_bytes: usize,
+    body_budget: u64,
     token: Option<Arc<str>>,
 }
 
@@ -48,6 +51,7 @@ impl IngestState {
             door,
             max_event_bytes: server.max_event_bytes as usize,
             max_batch_bytes: server.max_batch_bytes as usize,
+            body_budget: server.max_body_bytes_in_flight,
             token: server.auth.ingest_token.as_deref().map(Arc::from),
         }
     }
@@ -79,11 +83,31 @@ async fn default_bus(
 
 async fn named_bus(
     State(state): State<IngestState>,
-    Path(bus): Path<String>,
+    bus: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    let Path(bus) = bus.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            format!("the bus name in the path cannot be read: {}", e.body_text()),
+        )
+    })?;
     ingest(&state, &bus, &headers, body).await
+}
+
+/// `name` for an error message: whole when short, else its start and its size.
+fn shown(name: &str) -> String {
+    const SHOWN: usize = 64;
+    if name.len() <= SHOWN {
+        return format!("{name:?}");
+    }
+    let mut end = SHOWN;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &name[..end], name.len())
 }
 
 async fn source_bus(
@@ -121,7 +145,8 @@ async fn ingest(
             if !ingest.accepts(bus) {
                 let known: Vec<&str> = ingest.buses().collect();
                 return Err(ApiError::not_found(format!(
-                    "unknown bus {bus:?}; buses with rules or sources: {}",
+                    "unknown bus {}; buses with rules or sources: {}",
+                    shown(bus),
                     known.join(", ")
                 )));
             }
@@ -130,74 +155,83 @@ async fn ingest(
         Door::Source(cx) => cx.room(),
     };
     room.map_err(|full| backlog_full(&full))?;
-    let events = match parse(state, headers, body).await {
-        Ok(events) => events,
-        Err(e) => {
+    let accepted = accept(state, bus, headers, body).await;
+    if let Err(e) = &accepted {
+        if e.status.is_client_error() {
             match &state.door {
                 Door::Buses(ingest) => ingest.rejected(bus),
                 Door::Source(cx) => cx.refused(),
             }
-            return Err(e);
         }
-    };
-    let matched = publish(&state.door, bus, &events)
-        .await
-        .map_err(ApiError::unavailable)?;
+    }
+    let (count, matched) = accepted?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "accepted": events.len(), "matched": matched })),
+        Json(json!({ "accepted": count, "matched": matched })),
     ))
 }
 
 /// Publish; returns how many of the events matched a rule (`None` where the door
 /// does not say).
-async fn publish(door: &Door, bus: &str, events: &[Event]) -> Result<Option<usize>, PublishError> {
-    match door {
-        Door::Buses(ingest) => Ok(Some(ingest.publish(bus, events).await?.matched)),
+async fn publish(door: &Door, bus: &str, events: &[Event]) -> Result<Option<usize>, ApiError> {
+    let matched = match door {
+        Door::Buses(ingest) => ingest.publish(bus, events).await.map(|p| Some(p.matched)),
         Door::Source(cx) => cx.publish(events).await.map(|_| None),
-    }
+    };
+    matched.map_err(ApiError::unavailable)
 }
 
-async fn parse(
+/// Batches up to this many bytes are parsed whole and published at once; larger
+/// ones are checked element by element first (a bad element refuses the batch
+/// whole), then parsed and published in parts of about this size, so parsing
+/// never holds much more than the body itself.
+const BATCH_PART_BYTES: usize = 256 * 1024;
+
+/// Read, parse and publish a request's events: (events accepted, events that
+/// matched a rule).
+async fn accept(
     state: &IngestState,
+    bus: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Vec<Event>, ApiError> {
+) -> Result<(usize, Option<usize>), ApiError> {
     let mode = binding::mode(headers)?;
-    let limit = match mode {
-        Mode::Batch => state.max_batch_bytes,
-        Mode::Binary | Mode::Structured => state.max_event_bytes,
+    let (limit, what) = match mode {
+        Mode::Batch => (state.max_batch_bytes, "the batch"),
+        Mode::Binary | Mode::Structured => (state.max_event_bytes, "the event"),
     };
-    let body = read_limited(body, limit, mode).await?;
-    match mode {
-        Mode::Binary => Ok(vec![binding::from_binary(headers, &body)?]),
-        Mode::Structured => Ok(vec![binding::from_structured(&body)?]),
-        Mode::Batch => binding::from_batch(&body, state.max_event_bytes),
-    }
-}
-
-async fn read_limited(body: Body, limit: usize, mode: Mode) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let what = if mode == Mode::Batch {
-            "the batch"
-        } else {
-            "the event"
-        };
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        if too_large {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("{what} is larger than the limit of {limit} bytes"),
-            )
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("could not read the request body: {e}"),
-            )
+    let read = body::read(headers, body, limit, state.body_budget, what).await?;
+    let bytes = &read.bytes;
+    let event = match mode {
+        Mode::Binary => binding::from_binary(headers, bytes)?,
+        Mode::Structured => binding::from_structured(bytes)?,
+        Mode::Batch => {
+            let items = binding::batch_items(bytes, state.max_event_bytes)?;
+            if bytes.len() <= BATCH_PART_BYTES {
+                let events = binding::batch_events(&items, 0)?;
+                let matched = publish(&state.door, bus, &events).await?;
+                return Ok((events.len(), matched));
+            }
+            for (i, raw) in items.iter().enumerate() {
+                binding::batch_events(std::slice::from_ref(raw), i)?;
+            }
+            let mut matched = Some(0);
+            let mut start = 0;
+            while start < items.len() {
+                let mut end = start;
+                let mut size = 0;
+                while end < items.len() && (end == start || size < BATCH_PART_BYTES) {
+                    size += items[end].get().len();
+                    end += 1;
+                }
+                let events = binding::batch_events(&items[start..end], start)?;
+                let part = publish(&state.door, bus, &events).await?;
+                matched = matched.zip(part).map(|(a, b)| a + b);
+                start = end;
+            }
+            return Ok((items.len(), matched));
         }
-    })
+    };
+    let matched = publish(&state.door, bus, std::slice::from_ref(&event)).await?;
+    Ok((1, matched))
 }

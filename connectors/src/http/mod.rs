@@ -2,6 +2,7 @@
 //! function target, both speaking the CloudEvents HTTP binding.
 
 mod binding;
+mod body;
 pub mod config;
 mod error;
 mod ingest;

@@ -267,6 +267,27 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(
     if server.max_event_bytes == 0 {
         c.push("server.max_event_bytes", "must be greater than 0");
     }
+    if server.max_connections == 0 {
+        c.push("server.max_connections", "must be greater than 0");
+    }
+    if server.header_timeout.is_zero() {
+        c.push("server.header_timeout", "must be greater than 0");
+    }
+    if server.request_timeout.is_zero() {
+        c.push("server.request_timeout", "must be greater than 0");
+    }
+    if server.max_uri_bytes < 256 {
+        c.push("server.max_uri_bytes", "must be at least 256");
+    }
+    if server.max_header_bytes < 1024 {
+        c.push("server.max_header_bytes", "must be at least 1024");
+    }
+    if server.max_body_bytes_in_flight < server.max_batch_bytes {
+        c.push(
+            "server.max_body_bytes_in_flight",
+            "must be at least server.max_batch_bytes",
+        );
+    }
     if server.max_backlog == 0 {
         c.push("server.max_backlog", "must be greater than 0");
     }

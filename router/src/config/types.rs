@@ -74,6 +74,29 @@ pub struct ServerConfig {
     #[serde(default = "defaults::dedupe_window", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub dedupe_window: Duration,
+    /// Open HTTP connections at most; one more is answered 503 and closed.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send a request's head; also how long a keep-alive
+    /// connection may sit idle before it is closed.
+    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub header_timeout: Duration,
+    /// Time a whole request may take, body and answer included (408 after it).
+    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub request_timeout: Duration,
+    /// Longest request URI, in bytes (414 over it).
+    #[serde(default = "defaults::max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// Largest request header block, in bytes (431 over it).
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Bytes of request bodies being read at once, over all connections; a body
+    /// that would go over waits for room briefly, then is answered 503. With
+    /// `max_connections` it bounds the memory clients can hold.
+    #[serde(default = "defaults::max_body_bytes_in_flight")]
+    pub max_body_bytes_in_flight: u64,
     /// While a subscription of a bus holds more events than this, HTTP ingest to
     /// that bus answers 503 `backlog_full` with `Retry-After`, and pulling sources
     /// (Kafka) pause, so a stalled target bounds the store.
@@ -92,6 +115,12 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             dedupe_window: defaults::dedupe_window(),
             max_backlog: defaults::max_backlog(),
+            max_connections: defaults::max_connections(),
+            header_timeout: defaults::header_timeout(),
+            request_timeout: defaults::request_timeout(),
+            max_uri_bytes: defaults::max_uri_bytes(),
+            max_header_bytes: defaults::max_header_bytes(),
+            max_body_bytes_in_flight: defaults::max_body_bytes_in_flight(),
         }
     }
 }
@@ -332,6 +361,25 @@ pub mod defaults {
     }
     pub fn max_batch_bytes() -> u64 {
         4 * 1024 * 1024
+    }
+    pub fn max_connections() -> usize {
+        4096
+    }
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_uri_bytes() -> usize {
+        8 * 1024
+    }
+    pub fn max_header_bytes() -> usize {
+        32 * 1024
+    }
+    /// 256 MiB: 64 batches at the largest size at once.
+    pub fn max_body_bytes_in_flight() -> u64 {
+        256 * 1024 * 1024
     }
     pub fn max_backlog() -> u64 {
         1_000_000
