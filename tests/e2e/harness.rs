@@ -177,6 +177,11 @@ impl Sluice {
         child.wait().unwrap();
     }
 
+    /// The process id of the running sluice.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGSTOP: the process stops where it is, as if the machine froze; its
     /// sockets stay open. [`Sluice::kill9`] ends it from there.
     pub fn freeze(&self) {

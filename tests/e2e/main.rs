@@ -5,6 +5,7 @@ mod config;
 mod delivery;
 mod elasticsearch;
 mod harness;
+mod hostile;
 mod ingest;
 mod kafka;
 mod kafka_group;
