@@ -146,7 +146,11 @@ fn main() -> ExitCode {
                 }
             };
             match runtime.block_on(serve::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(serve::Outcome::Stopped) => ExitCode::SUCCESS,
+                Ok(serve::Outcome::Restart) => {
+                    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+                    restart()
+                }
                 Err(e) => {
                     // Once, in the log (stderr), whatever its format.
                     tracing::error!(error = format!("{e:#}"), "sluice stopped.");
@@ -155,4 +159,25 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Run this program again in place, with the same arguments and environment
+/// (after a store failure the disk recovered from; see `serve::Outcome`).
+fn restart() -> ExitCode {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot find this program to start it again.");
+                return ExitCode::FAILURE;
+            }
+        };
+        let e = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .exec();
+        tracing::error!(error = %e, "Starting again failed.");
+    }
+    ExitCode::FAILURE
 }

@@ -40,7 +40,65 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
-pub async fn run(validated: Validated) -> anyhow::Result<()> {
+/// How `serve` ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped on a signal.
+    Stopped,
+    /// The store failed (a full disk) and the disk has room again: run anew, so
+    /// the store is opened again (see `main`).
+    Restart,
+}
+
+/// How often a failed store's disk is checked for room.
+const ROOM_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Room a failed store's disk must have before sluice reopens the store: twice
+/// the store's log segment, so the reopened store can write at once.
+const ROOM_NEEDED: usize = 16 * 1024 * 1024;
+
+/// Whether `dir` can take `ROOM_NEEDED` bytes now (written, synced, removed).
+fn has_room(dir: &std::path::Path) -> bool {
+    use std::io::Write;
+    let probe = dir.join(".sluice-room-check");
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&vec![0u8; ROOM_NEEDED])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.is_ok()
+}
+
+/// While the store cannot write, check every few seconds whether its disk has
+/// room again; then stop everything so that `main` runs sluice anew.
+async fn watch_store(
+    engine: Arc<Engine>,
+    dir: String,
+    restart: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(ROOM_CHECK) => {}
+        }
+        if engine.store_failure().is_none() {
+            continue;
+        }
+        let path = std::path::PathBuf::from(&dir);
+        if tokio::task::spawn_blocking(move || has_room(&path))
+            .await
+            .unwrap_or(false)
+        {
+            tracing::warn!(data_dir = %dir, "The data directory can take writes again; sluice restarts to open its store anew.");
+            restart.store(true, Ordering::SeqCst);
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+pub async fn run(validated: Validated) -> anyhow::Result<Outcome> {
     let started = std::time::Instant::now();
     let validated = Arc::new(validated);
     let config = &validated.config;
@@ -119,6 +177,13 @@ pub async fn run(validated: Validated) -> anyhow::Result<()> {
         "sluice is ready."
     );
 
+    let restart = Arc::new(AtomicBool::new(false));
+    tokio::spawn(watch_store(
+        engine.clone(),
+        config.server.data_dir.clone(),
+        restart.clone(),
+        shutdown.clone(),
+    ));
     let stop = shutdown.clone();
     let ready = state.ready.clone();
     tokio::spawn(async move {
@@ -134,9 +199,18 @@ pub async fn run(validated: Validated) -> anyhow::Result<()> {
         }
     }
     delivery.stopped().await;
-    engine.close().await.context("final flush failed")?;
+    if let Some(why) = engine.store_failure() {
+        // Nothing more can be written; what was acknowledged is already on disk.
+        tracing::warn!(reason = %why, "Final flush skipped: the store cannot write.");
+    } else {
+        engine.close().await.context("final flush failed")?;
+    }
+    if restart.load(Ordering::SeqCst) {
+        tracing::info!("sluice stopped; starting again.");
+        return Ok(Outcome::Restart);
+    }
     tracing::info!("sluice stopped.");
-    Ok(())
+    Ok(Outcome::Stopped)
 }
 
 async fn wait_for_signal() {
@@ -204,6 +278,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             })
             .collect();
         body["targets"] = json!(targets);
+    }
+    if let Some(store) = &not_ready.store {
+        body["store"] = json!(store);
     }
     if !not_ready.sources.is_empty() {
         let sources: Vec<_> = not_ready

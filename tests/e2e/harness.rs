@@ -78,9 +78,14 @@ impl Sluice {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("sluice.yaml");
+        // `server_extra` may name its own data_dir (on a disk of its choosing).
+        let data_dir = if server_extra.contains("  data_dir:") {
+            String::new()
+        } else {
+            format!("  data_dir: {}\n", dir.path().join("data").display())
+        };
         let text = format!(
-            "server:\n  listen: {addr}\n  data_dir: {}\n  shutdown_grace: 2s\n{server_extra}{body}",
-            dir.path().join("data").display()
+            "server:\n  listen: {addr}\n{data_dir}  shutdown_grace: 2s\n{server_extra}{body}"
         );
         std::fs::write(&config, text).unwrap();
         Self {

@@ -4,6 +4,7 @@ mod backpressure;
 mod config;
 mod delivery;
 mod elasticsearch;
+mod full_disk;
 mod harness;
 mod hostile;
 mod ingest;

@@ -4,7 +4,10 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::sync::OnceLock;
+
 use sluice_router::error::{bearer_matches, error_body};
+use sluice_router::throttle::{Level, Throttle, Who};
 
 /// An HTTP error answer. A 4xx explains the caller's mistake; a 5xx says only
 /// what the caller can do, and the detail goes to the log.
@@ -53,9 +56,12 @@ impl ApiError {
         )
     }
 
-    /// A failure on sluice's side: logged in full, answered without internals.
+    /// A failure on sluice's side: logged in full (the same failure once with a
+    /// count, as clients retry), answered without internals.
     pub fn unavailable(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "Request failed.");
+        static LOG: OnceLock<Throttle> = OnceLock::new();
+        LOG.get_or_init(|| Throttle::new(Who::Source("http".into())))
+            .log(Level::Error, &format!("Request failed: {detail}"));
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

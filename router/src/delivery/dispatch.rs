@@ -22,7 +22,7 @@ use crate::event::Event;
 use crate::metrics::SubscriptionMetrics;
 use crate::now_ms;
 use crate::sink::{Sink, SinkError};
-use crate::store::{DeadLetter, Leased, Queue, Record, Settlement};
+use crate::store::{DeadLetter, Health, Leased, Queue, Record, Settlement};
 use crate::transform::Transform;
 
 /// One (rule, target) pair: its queue, its wake-up signal and its metrics.
@@ -44,6 +44,8 @@ pub(crate) struct Subscription {
     /// Whether this is a rule's dead-letter subscription (it gets original events,
     /// not transformed ones).
     pub(crate) is_dead_letter: bool,
+    /// Whether the store can still write; delivery pauses while it cannot.
+    pub(crate) health: Health,
     /// Why the target cannot take events yet (its [`Sink::check`] failed), if so.
     pub(crate) not_ready: Mutex<Option<String>>,
 }
@@ -163,6 +165,18 @@ impl Dispatcher {
         // here finds exactly the new events.
         let mut cursor: Option<Vec<u8>> = None;
         loop {
+            // A store that cannot write cannot record what a delivery did: deliver
+            // nothing more (what is in flight finishes) until it is reopened.
+            if self.sub.health.failure().is_some() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                        self.settle(vec![done], &mut in_flight);
+                        continue;
+                    }
+                }
+            }
             // Every wake-up (a completion, new events, a retry coming due) leases
             // whatever room there is.
             if tasks.len() < self.concurrency && in_flight.len() < capacity {
@@ -183,6 +197,7 @@ impl Dispatcher {
                         }
                     }
                     Err(e) => {
+                        self.sub.health.note(&e);
                         tracing::error!(subscription = %self.sub.name, error = %e, "Lease failed; retrying in 1s.");
                         tokio::select! {
                             () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -395,7 +410,10 @@ impl Dispatcher {
         };
         if let Err(e) = self.sub.queue.settle(outcomes) {
             // Not settled means delivered again later: at least once holds.
-            tracing::error!(subscription = %self.sub.name, error = %e, "Settling deliveries failed.");
+            self.sub.health.note(&e);
+            if !e.io {
+                tracing::error!(subscription = %self.sub.name, error = %e, "Settling deliveries failed.");
+            }
             return;
         }
         self.sub.update_depth();

@@ -92,6 +92,7 @@ fn subscription(
         metrics: metrics.subscription(&rule.bus, &rule.name, target),
         dead_letter,
         is_dead_letter,
+        health: store.health().clone(),
         not_ready: std::sync::Mutex::new(None),
     });
     sub.update_depth();
@@ -303,6 +304,20 @@ impl Engine {
     /// Match `events` against the rules of `bus`, write each into every matching
     /// subscription, and return once all of it is durable.
     pub(crate) async fn publish(
+        &self,
+        bus: &str,
+        source: &str,
+        events: &[Event],
+        replays: Replays<'_>,
+    ) -> Result<Published, PublishError> {
+        let published = self.write(bus, source, events, replays).await;
+        if let Err(PublishError::Store(e)) = &published {
+            self.store.health().note(e);
+        }
+        published
+    }
+
+    async fn write(
         &self,
         bus: &str,
         source: &str,

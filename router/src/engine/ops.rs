@@ -29,11 +29,13 @@ pub struct NotReady {
     pub targets: Vec<(String, String, String)>,
     /// (source, reason) of each source that cannot bring events in.
     pub sources: Vec<(String, String)>,
+    /// Why the store cannot write, if it cannot.
+    pub store: Option<String>,
 }
 
 impl NotReady {
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty() && self.sources.is_empty()
+        self.targets.is_empty() && self.sources.is_empty() && self.store.is_none()
     }
 }
 
@@ -124,7 +126,14 @@ impl Engine {
         NotReady {
             targets,
             sources: self.statuses.not_ready(),
+            store: self.store_failure(),
         }
+    }
+
+    /// Why the store cannot write, if it cannot (a full disk, say): then ingest
+    /// answers 503, delivery pauses, and the store must be opened again.
+    pub fn store_failure(&self) -> Option<String> {
+        self.store.health().failure()
     }
 
     /// How long the store has been stuck in one flush, if it is in one.

@@ -29,13 +29,19 @@ use crate::error::ErrorClass;
 pub struct StoreError {
     pub operation: &'static str,
     pub message: String,
+    /// The disk refused a read or write (full, gone, read-only): the store can
+    /// no longer be trusted to persist anything until it is opened again.
+    pub io: bool,
 }
 
 impl StoreError {
     pub(crate) fn new(operation: &'static str, err: impl std::fmt::Display) -> Self {
+        let message = err.to_string();
         Self {
             operation,
-            message: err.to_string(),
+            // sled reports its I/O failures this way, and keeps failing after one.
+            io: message.starts_with("IO error"),
+            message,
         }
     }
 
@@ -77,10 +83,45 @@ fn in_use(dir: &Path) -> String {
     )
 }
 
+/// Whether the store can still write, shared by every handle on it.
+///
+/// sled 0.34 fails every operation after its first I/O error (a full disk, say)
+/// until it is opened again, so a failure here is for the life of this store:
+/// the engine stops delivering (a delivery whose outcome cannot be recorded would
+/// only be repeated) and reports it, and the binary reopens the store by
+/// restarting once the disk can take writes again.
+#[derive(Clone, Default)]
+pub(crate) struct Health(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Health {
+    /// Note `e`; an I/O failure marks the store failed (logged once).
+    pub(crate) fn note(&self, e: &StoreError) {
+        if !e.io {
+            return;
+        }
+        let mut failure = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() {
+            let hint = if e.message.contains("No space left") || e.message.contains("StorageFull") {
+                "the data directory's disk is full"
+            } else {
+                "the data directory cannot be written"
+            };
+            tracing::error!(error = %e, "The store cannot write ({hint}): ingest answers 503 and delivery pauses until sluice reopens it.");
+            *failure = Some(format!("{hint}: {}", e.message));
+        }
+    }
+
+    /// Why the store cannot write, if it cannot.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// The durable store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    health: Health,
     commits: mpsc::Sender<Waiter>,
     /// Group commits (fsyncs) done so far.
     flushes: Arc<AtomicU64>,
@@ -127,12 +168,15 @@ impl Store {
         let flushes = Arc::new(AtomicU64::new(0));
         let flushing_since = Arc::new(AtomicU64::new(0));
         let (counter, since) = (flushes.clone(), flushing_since.clone());
+        let health = Health::default();
+        let flusher_health = health.clone();
         let handle = std::thread::Builder::new()
             .name("sluice-commit".into())
-            .spawn(move || flusher(flusher_db, rx, &counter, &since))
+            .spawn(move || flusher(flusher_db, rx, &counter, &since, &flusher_health))
             .map_err(|e| StoreError::new("open", e))?;
         Ok(Self {
             db,
+            health,
             commits: tx,
             flushes,
             flushing_since,
@@ -171,6 +215,11 @@ impl Store {
             .flush()
             .map(|_| ())
             .map_err(|e| StoreError::new("flush", e))
+    }
+
+    /// Whether the store can still write (see [`Health`]).
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
     }
 
     /// How many group commits (each one fsync) ran since open.
@@ -224,7 +273,13 @@ impl Committer {
 
 /// The group-commit loop, on its own thread so an fsync never blocks the runtime.
 /// It takes every waiter queued so far, flushes once, and answers them all.
-fn flusher(db: sled::Db, mut rx: mpsc::Receiver<Waiter>, flushes: &AtomicU64, since: &AtomicU64) {
+fn flusher(
+    db: sled::Db,
+    mut rx: mpsc::Receiver<Waiter>,
+    flushes: &AtomicU64,
+    since: &AtomicU64,
+    health: &Health,
+) {
     let mut waiters = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         waiters.push(first);
@@ -239,7 +294,10 @@ fn flusher(db: sled::Db, mut rx: mpsc::Receiver<Waiter>, flushes: &AtomicU64, si
         since.store(0, Ordering::Relaxed);
         flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {
-            tracing::error!(error = %e, "Store flush failed.");
+            health.note(e);
+            if !e.io {
+                tracing::error!(error = %e, "Store flush failed.");
+            }
         }
         for w in waiters.drain(..) {
             let _ = w.send(result.clone());
