@@ -499,9 +499,17 @@ async fn readyz_names_what_is_wrong_with_the_table_or_server() {
     )
     .await;
     let numeric = "    columns:\n      total: { path: $.data.total, type: numeric }\n";
+    // The test server, with a database and a role it does not have.
+    let mut url = reqwest::Url::parse(&pg_url()).unwrap();
+    url.set_path("/sluice_no_such_db");
+    let nodb = format!("  - name: nodb\n    type: postgres\n    url: {url}\n    table: t\n{numeric}");
+    let mut url = reqwest::Url::parse(&pg_url()).unwrap();
+    url.set_username("nobody_here").unwrap();
+    let norole = format!("  - name: norole\n    type: postgres\n    url: {url}\n    table: t\n{numeric}");
     let config = format!(
         "targets:\n{}{}  - name: down\n    type: postgres\n    url: postgres://postgres:secret@127.0.0.1:1/test\n    table: t\n    timeout: 2s\n{numeric}\
-         rules:\n  - name: r\n    targets: [nokey, texty, down]\n",
+{nodb}{norole}\
+         rules:\n  - name: r\n    targets: [nokey, texty, down, nodb, norole]\n",
         target(&db, "nokey", "nokey", "    columns:\n      n: { path: $.data.n, type: bigint }\n"),
         target(&db, "texty", "texty", numeric),
     );
@@ -509,7 +517,7 @@ async fn readyz_names_what_is_wrong_with_the_table_or_server() {
     let (_, body) = sluice
         .wait_readyz(Duration::from_secs(20), |status, body| {
             status == 503
-                && ["nokey", "texty", "down"]
+                && ["nokey", "texty", "down", "nodb", "norole"]
                     .iter()
                     .all(|t| reason_for(body, t).is_some())
         })
@@ -533,6 +541,17 @@ async fn readyz_names_what_is_wrong_with_the_table_or_server() {
         "{down}"
     );
     assert!(!down.contains("secret"), "{down}");
+    // The server's own words and SQLSTATE, not "db error".
+    let nodb = reason_for(&body, "nodb").unwrap();
+    assert!(
+        nodb.contains("database \"sluice_no_such_db\" does not exist (SQLSTATE 3D000)"),
+        "{nodb}"
+    );
+    let norole = reason_for(&body, "norole").unwrap();
+    assert!(
+        norole.contains("role \"nobody_here\" does not exist (SQLSTATE 28000)"),
+        "{norole}"
+    );
 }
 
 /// Bad postgres targets are `sluice validate` errors with their YAML paths.

@@ -99,7 +99,11 @@ impl Pool {
 
     async fn connect(&self) -> Result<Pooled, String> {
         let failed = |e: &dyn std::fmt::Display| format!("cannot connect to {}: {e}", self.display);
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| failed(&e))?;
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| failed(&super::error_text(&e)))?;
         let server = self.display.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
