@@ -56,6 +56,7 @@ fn describe(sub: &SubscriptionInfo) -> Value {
         "rule": sub.rule,
         "target": sub.target,
         "stats": sub.stats,
+        "not_ready": sub.not_ready,
     })
 }
 

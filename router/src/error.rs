@@ -9,7 +9,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
-    /// The configuration is wrong; fix the YAML.
+    /// The configuration is wrong; fix the YAML. From a sink's delivery: the
+    /// target is not set up to take events (its table is gone, say): deliveries
+    /// wait, and the target is checked again until it is, without using up the
+    /// events' attempts.
     Config,
     /// May succeed later: retry with backoff.
     Transient,

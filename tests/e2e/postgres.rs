@@ -488,6 +488,64 @@ async fn a_table_dropped_while_running_is_retried_until_it_is_back() {
     assert_eq!(stats["dead_letters"], 0, "{stats}");
 }
 
+/// A table renamed while sluice runs: the next deliveries find it gone, `/readyz`
+/// and `/api/subscriptions` say why (warned once, not per event), nothing is
+/// dead-lettered, and once the table is back everything waiting arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_goes_missing_while_running_holds_events_until_it_is_back() {
+    let db = Db::new("renamed").await;
+    db.exec("CREATE TABLE {s}.orders (n bigint, event_key uuid PRIMARY KEY)")
+        .await;
+    let config = format!(
+        "targets:\n{}rules:\n  - name: r\n    targets: [pg]\n",
+        target(
+            &db,
+            "pg",
+            "orders",
+            "    columns:\n      n: { path: $.data.n, type: bigint }\n"
+        )
+    );
+    let sluice = Sluice::start(&config).await;
+    post_batch(&sluice, json!([order("a-1", json!({"n": 1}))])).await;
+    db.wait_rows("orders", 1, Duration::from_secs(10)).await;
+
+    db.exec("ALTER TABLE {s}.orders RENAME TO orders_old").await;
+    let events: Vec<Value> = (2..22)
+        .map(|n| order(&format!("a-{n}"), json!({"n": n})))
+        .collect();
+    post_batch(&sluice, Value::Array(events)).await;
+    let (_, body) = sluice
+        .wait_readyz(Duration::from_secs(20), |status, body| {
+            status == 503 && reason_for(body, "pg").is_some()
+        })
+        .await;
+    let reason = reason_for(&body, "pg").unwrap();
+    assert!(reason.contains("does not exist"), "{reason}");
+    let sub = sluice.get_json("/api/subscriptions/r.pg").await;
+    assert!(
+        sub["not_ready"]
+            .as_str()
+            .is_some_and(|r| r.contains("does not exist")),
+        "{sub}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let warnings = sluice
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("subscription=r.pg"))
+        .count();
+    assert!(warnings <= 2, "{warnings} warnings:\n{}", sluice.log());
+
+    db.exec("ALTER TABLE {s}.orders_old RENAME TO orders").await;
+    sluice
+        .wait_readyz(Duration::from_secs(20), |status, _| status == 200)
+        .await;
+    db.wait_rows("orders", 21, Duration::from_secs(20)).await;
+    let stats = sluice.stats("r.pg").await;
+    assert_eq!(stats["dead_letters"], 0, "{stats}");
+    assert!(sluice.get_json("/api/subscriptions/r.pg").await["not_ready"].is_null());
+}
+
 /// A key column without a unique constraint, a column of the wrong type, and an
 /// unreachable server: readyz names each problem.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,10 +560,12 @@ async fn readyz_names_what_is_wrong_with_the_table_or_server() {
     // The test server, with a database and a role it does not have.
     let mut url = reqwest::Url::parse(&pg_url()).unwrap();
     url.set_path("/sluice_no_such_db");
-    let nodb = format!("  - name: nodb\n    type: postgres\n    url: {url}\n    table: t\n{numeric}");
+    let nodb =
+        format!("  - name: nodb\n    type: postgres\n    url: {url}\n    table: t\n{numeric}");
     let mut url = reqwest::Url::parse(&pg_url()).unwrap();
     url.set_username("nobody_here").unwrap();
-    let norole = format!("  - name: norole\n    type: postgres\n    url: {url}\n    table: t\n{numeric}");
+    let norole =
+        format!("  - name: norole\n    type: postgres\n    url: {url}\n    table: t\n{numeric}");
     let config = format!(
         "targets:\n{}{}  - name: down\n    type: postgres\n    url: postgres://postgres:secret@127.0.0.1:1/test\n    table: t\n    timeout: 2s\n{numeric}\
 {nodb}{norole}\

@@ -5,6 +5,7 @@ use std::error::Error;
 
 use super::config::ColumnType;
 use bytes::BytesMut;
+use sluice_router::error::ErrorClass;
 use sluice_router::sink::SinkError;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, Json, ToSql, Type};
@@ -109,12 +110,21 @@ const STAGE: &str = "sluice_stage";
 enum Failure {
     /// Some row of the statement is at fault: PostgreSQL's message.
     Rows(String),
-    /// The server, the connection or the schema: try again later.
+    /// The table is not what the target needs (gone, renamed, a column missing or
+    /// of another type, no rights): hold deliveries until it is.
+    Schema(String),
+    /// The server or the connection: try again later.
     Transient(String),
 }
 
+/// SQLSTATEs that mean the table is not set up for the target (rather than a
+/// row's fault or a passing failure): undefined table, column or schema, a type
+/// mismatch, no unique constraint for ON CONFLICT, insufficient privilege.
+const SCHEMA_CODES: [&str; 6] = ["42P01", "42703", "3F000", "42804", "42P10", "42501"];
+
 fn classify(e: &tokio_postgres::Error) -> Failure {
     match e.code() {
+        Some(code) if SCHEMA_CODES.contains(&code.code()) => Failure::Schema(error_text(e)),
         Some(code) if ROW_CLASSES.iter().any(|c| code.code().starts_with(c)) => {
             Failure::Rows(error_text(e))
         }
@@ -157,8 +167,13 @@ pub(super) async fn write(conn: &mut Pooled, statements: &Statements, rows: &[&R
                 pending.push(mid..range.end);
                 pending.push(range.start..mid);
             }
-            Err(Failure::Transient(message)) => {
-                let error = SinkError::transient(message);
+            Err(failure @ (Failure::Transient(_) | Failure::Schema(_))) => {
+                let error = match failure {
+                    Failure::Schema(message) => SinkError::new(ErrorClass::Config, message),
+                    Failure::Transient(message) | Failure::Rows(message) => {
+                        SinkError::transient(message)
+                    }
+                };
                 for i in std::iter::once(range).chain(pending.drain(..)).flatten() {
                     results[i] = Some(Err(error.clone()));
                 }

@@ -81,6 +81,9 @@ struct Batching {
 
 /// Delivers one subscription's queue.
 pub(crate) struct Dispatcher {
+    /// Set when a delivery found the target not set up (a `Config`-class error):
+    /// the target is checked again before anything more is delivered.
+    recheck: std::sync::atomic::AtomicBool,
     sub: Arc<Subscription>,
     sink: Arc<dyn Sink>,
     transform: Option<Arc<Transform>>,
@@ -106,6 +109,7 @@ impl Dispatcher {
         concurrency: usize,
     ) -> Self {
         Self {
+            recheck: std::sync::atomic::AtomicBool::new(false),
             sub,
             sink,
             transform,
@@ -176,6 +180,14 @@ impl Dispatcher {
                         continue;
                     }
                 }
+            }
+            // A delivery found the target not set up: hold until it is again.
+            if self
+                .recheck
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+                && !self.wait_until_ready(&shutdown).await
+            {
+                break;
             }
             // Every wake-up (a completion, new events, a retry coming due) leases
             // whatever room there is.
@@ -287,12 +299,18 @@ impl Dispatcher {
             };
             match checked {
                 Ok(()) => {
+                    if self.sub.not_ready().is_some() {
+                        tracing::info!(subscription = %self.sub.name, target = %self.sub.target, "Target ready again; deliveries resume.");
+                    }
                     self.sub.set_not_ready(None);
                     return true;
                 }
                 Err(e) => {
                     let reason = e.message;
-                    tracing::warn!(subscription = %self.sub.name, target = %self.sub.target, class = ?e.class, reason = %reason, "Target not ready; deliveries wait.");
+                    // Said once per reason, not at every check.
+                    if self.sub.not_ready().as_deref() != Some(reason.as_str()) {
+                        tracing::warn!(subscription = %self.sub.name, target = %self.sub.target, class = ?e.class, reason = %reason, "Target not ready; deliveries wait.");
+                    }
                     self.sub.set_not_ready(Some(reason));
                 }
             }
@@ -447,8 +465,23 @@ impl Dispatcher {
             }
             Err(e) => e,
         };
-        record.attempts.push(started);
         record.last_error = Some(error.message.clone());
+        if error.class == ErrorClass::Config {
+            // The target is not set up: not this event's fault. Check the target
+            // again and retry the event then, without using up an attempt.
+            self.recheck
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            if self.sub.not_ready().is_none() {
+                tracing::warn!(subscription = %self.sub.name, target = %self.sub.target, reason = %error.message, "Target not set up to take events; deliveries wait until it is.");
+            }
+            self.sub.set_not_ready(Some(error.message.clone()));
+            return Settlement::Retry {
+                key,
+                record,
+                due_ms: now + 1_000,
+            };
+        }
+        record.attempts.push(started);
         let next = match error.class {
             ErrorClass::Permanent | ErrorClass::Config => Next::GiveUp("permanent error".into()),
             ErrorClass::Transient | ErrorClass::Internal => self.policy.next(

@@ -20,6 +20,8 @@ pub struct SubscriptionInfo {
     pub rule: String,
     pub target: String,
     pub stats: QueueStats,
+    /// Why its target cannot take events now (deliveries wait), if it cannot.
+    pub not_ready: Option<String>,
 }
 
 /// What keeps sluice from being ready.
@@ -46,6 +48,7 @@ fn info(sub: &Subscription) -> SubscriptionInfo {
         rule: sub.rule.clone(),
         target: sub.target.clone(),
         stats: sub.queue.stats(),
+        not_ready: sub.not_ready(),
     }
 }
 
