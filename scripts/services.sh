@@ -6,8 +6,10 @@
 #   dead member's partitions on), on 127.0.0.1:19092;
 # - S3: s3s-fs, built from its crate, serving a temp folder on 127.0.0.1:19000;
 # - OpenSearch API: osmem-server from PyPI (in a venv), on 127.0.0.1:19200;
-# - PostgreSQL: the machine's server (127.0.0.1:5432, trust auth); each test makes
-#   its own schema.
+# - PostgreSQL: the machine's server on 127.0.0.1:5432 (trust auth) when one
+#   listens there; otherwise Debian's package is installed (if missing) and a
+#   throwaway trust-auth cluster started there. Either way the database `test`
+#   is created if missing; each test makes its own schema in it.
 # scripts/test.sh sources this file. Run it directly to start the services for
 # `cargo test` by hand: it prints the environment the tests read and waits (Ctrl-C
 # stops the services).
@@ -33,7 +35,17 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-sluice-test}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-sluice-test-secret}"
 PIDS=()
 S3_ROOT=""
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -z "$S3_ROOT" ] || rm -rf "$S3_ROOT"' EXIT
+PG_ROOT=""
+PG_RUN=()
+stop_services() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -z "$S3_ROOT" ] || rm -rf "$S3_ROOT"
+  if [ -n "$PG_ROOT" ]; then
+    "${PG_RUN[@]}" "$(pg_bin)/pg_ctl" stop -D "$PG_ROOT/data" -m immediate >/dev/null 2>&1 || true
+    rm -rf "$PG_ROOT"
+  fi
+}
+trap stop_services EXIT
 
 install_tansu() {
   if [ ! -x "$TANSU" ]; then
@@ -120,9 +132,51 @@ start_services() {
     --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT"
   local es_addr="${SLUICE_TEST_ELASTICSEARCH#http://}"
   start osmem "$es_addr" "$OSMEM_VENV/bin/osmem-server" -addr "$es_addr" -no-stdin-watch
+  start_postgres
+}
+
+# The newest installed PostgreSQL server's bin folder, if any.
+pg_bin() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+install_postgres() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/5432") 2>/dev/null || [ -n "$(pg_bin)" ]; then
+    return 0
+  fi
+  echo "==> installing PostgreSQL (Debian's package)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+}
+
+# Use the PostgreSQL listening on 127.0.0.1:5432, or start a throwaway cluster
+# there (trust auth, user postgres); then make sure database `test` exists.
+start_postgres() {
   if ! (exec 3<>"/dev/tcp/127.0.0.1/5432") 2>/dev/null; then
-    echo "PostgreSQL is not listening on 127.0.0.1:5432 (the machine's service)" >&2
-    exit 1
+    local bin
+    bin="$(pg_bin)"
+    PG_ROOT="$(mktemp -d)"
+    # PostgreSQL refuses to run as root: as root, run it as the package's user.
+    if [ "$(id -u)" = 0 ]; then
+      chown postgres "$PG_ROOT"
+      PG_RUN=(runuser -u postgres --)
+    fi
+    "${PG_RUN[@]}" "$bin/initdb" --auth=trust --username=postgres -D "$PG_ROOT/data" >"target/postgres-init.log" 2>&1 \
+      || { cat target/postgres-init.log >&2; exit 1; }
+    start postgres 127.0.0.1:5432 "${PG_RUN[@]}" "$bin/postgres" -D "$PG_ROOT/data" \
+      -c listen_addresses=127.0.0.1 -c port=5432 -c unix_socket_directories="$PG_ROOT" \
+      -c fsync=off -c max_connections=200
+  fi
+  local psql=(psql -X -q -h 127.0.0.1 -p 5432 -U postgres -d postgres -tA)
+  for _ in $(seq 1 50); do
+    "${psql[@]}" -c 'select 1' >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  if [ -z "$("${psql[@]}" -c "select 1 from pg_database where datname = 'test'")" ]; then
+    "${psql[@]}" -c 'create database test' >/dev/null
+    echo "==> created PostgreSQL database test"
   fi
 }
 
@@ -131,6 +185,7 @@ install_services() {
   install_tansu
   install_s3s
   install_osmem
+  install_postgres
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -40,6 +40,46 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
+/// Log "sluice is ready." once `/readyz` would say so; if that takes more than a
+/// few seconds, say first what sluice is waiting for.
+async fn say_when_ready(engine: Arc<Engine>, started: std::time::Instant, what: String) {
+    let mut waited_said = false;
+    loop {
+        let not_ready = engine.not_ready();
+        if not_ready.is_empty() {
+            let startup_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(startup_ms, "sluice is ready. {what}");
+            return;
+        }
+        if !waited_said && started.elapsed() > std::time::Duration::from_secs(3) {
+            waited_said = true;
+            let mut waiting: Vec<String> = not_ready
+                .targets
+                .iter()
+                .map(|(target, _, reason)| format!("target {target}: {reason}"))
+                .collect();
+            waiting.extend(
+                not_ready
+                    .sources
+                    .iter()
+                    .map(|(s, r)| format!("source {s}: {r}")),
+            );
+            waiting.extend(not_ready.store.iter().map(|r| format!("store: {r}")));
+            waiting.extend(
+                not_ready
+                    .checking
+                    .iter()
+                    .map(|s| format!("subscription {s}: checking its target")),
+            );
+            tracing::warn!(
+                "sluice started; waiting for: {}. {what}",
+                waiting.join("; ")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// How `serve` ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -168,14 +208,16 @@ pub async fn run(validated: Validated) -> anyhow::Result<Outcome> {
         tracing::warn!(listen = %listen, "The admin API (/api/) needs no token: whoever reaches this address can read event payloads and redrive them; set server.auth.admin_token.");
     }
     state.ready.store(true, Ordering::SeqCst);
-    tracing::info!(
-        listen = %listen,
-        data_dir = %config.server.data_dir,
-        rules = config.rules.len(),
-        subscriptions = engine.subscriptions().len(),
-        startup_ms = started.elapsed().as_millis() as u64,
-        "sluice is ready."
-    );
+    tokio::spawn(say_when_ready(
+        engine.clone(),
+        started,
+        format!(
+            "listen={listen} data_dir={} rules={} subscriptions={}",
+            config.server.data_dir,
+            config.rules.len(),
+            engine.subscriptions().len()
+        ),
+    ));
 
     let restart = Arc::new(AtomicBool::new(false));
     tokio::spawn(watch_store(
@@ -281,6 +323,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
     if let Some(store) = &not_ready.store {
         body["store"] = json!(store);
+    }
+    if !not_ready.checking.is_empty() {
+        body["checking"] = json!(not_ready.checking);
     }
     if !not_ready.sources.is_empty() {
         let sources: Vec<_> = not_ready

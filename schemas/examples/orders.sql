@@ -1,4 +1,4 @@
--- The table of the "Kafka to PostgreSQL" example (README) and of docker-compose.yml.
+-- The table of schemas/examples/etl.yaml (README, "Kafka to PostgreSQL") and of docker-compose.yml.
 -- sluice fills event_key with a UUID of the event's source + id; the primary key on
 -- it is what makes a redelivered event a no-op instead of a duplicate row.
 CREATE TABLE IF NOT EXISTS orders (

@@ -97,12 +97,19 @@ fn schema_command_prints_the_checked_in_schema() {
     assert_eq!(printed, stored, "schemas/sluice.schema.json is stale: run `cargo run -- schema > schemas/sluice.schema.json`");
 }
 
-/// Every example config in the repository, and every YAML block of the README, is
-/// a valid configuration.
+/// Every example config in the repository, and every YAML block of the README and
+/// of `docs/`, is a valid configuration; a block whose first line names an example
+/// file (`# schemas/examples/NAME.yaml`) is that file, word for word.
 #[test]
 fn every_example_config_is_valid() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let env = |_: &str| Some("http://127.0.0.1:9000/".to_owned());
+    let env = |name: &str| {
+        Some(match name {
+            "KAFKA_BROKERS" => "127.0.0.1:9092".to_owned(),
+            "DATABASE_URL" => "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+            _ => "http://127.0.0.1:9000/".to_owned(),
+        })
+    };
     let mut checked = 0;
     for entry in std::fs::read_dir(format!("{root}/schemas/examples")).unwrap() {
         let path = entry.unwrap().path();
@@ -114,15 +121,37 @@ fn every_example_config_is_valid() {
             checked += 1;
         }
     }
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
-    for (i, block) in readme.split("```yaml\n").skip(1).enumerate() {
-        let text = block.split("```").next().unwrap();
-        if let Err(e) = sluice_connectors::load_with_env(text, &env) {
-            panic!("README yaml block {i}:\n{text}\n{e}");
-        }
-        checked += 1;
+    let mut pages = vec![format!("{root}/README.md")];
+    for entry in std::fs::read_dir(format!("{root}/docs")).unwrap() {
+        pages.push(entry.unwrap().path().display().to_string());
     }
-    assert!(checked >= 3, "found only {checked} example configs");
+    let mut copies = 0;
+    for page in &pages {
+        let markdown = std::fs::read_to_string(page).unwrap();
+        for (i, block) in markdown.split("```yaml\n").skip(1).enumerate() {
+            let text = block.split("```").next().unwrap();
+            if let Err(e) = sluice_connectors::load_with_env(text, &env) {
+                panic!("{page} yaml block {i}:\n{text}\n{e}");
+            }
+            if let Some(file) = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# "))
+                .and_then(|l| l.split(':').next())
+                .filter(|f| f.starts_with("schemas/examples/"))
+            {
+                let example = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+                assert_eq!(text, example, "{page} yaml block {i} is not {file}");
+                copies += 1;
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "found only {checked} example configs");
+    assert!(
+        copies >= 2,
+        "README shows {copies} example files word for word"
+    );
 }
 
 #[test]

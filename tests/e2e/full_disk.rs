@@ -121,7 +121,9 @@ rules:\n  - name: all\n    targets: [fn]\n    retry: {{ max_attempts: 1000, back
         accepted.len()
     );
     let (_, body) = sluice
-        .wait_readyz(Duration::from_secs(10), |status, _| status == 503)
+        .wait_readyz(Duration::from_secs(10), |status, body| {
+            status == 503 && body["store"].is_string()
+        })
         .await;
     assert!(
         body["store"].as_str().is_some_and(|s| s.contains("full")),

@@ -462,7 +462,9 @@ rules:\n  - name: all\n    targets: [fn]\n"
     );
     let sluice = Sluice::start_unready(&config).await;
     let (status, body) = sluice
-        .wait_readyz(Duration::from_secs(30), |status, _| status == 503)
+        .wait_readyz(Duration::from_secs(30), |status, body| {
+            status == 503 && body["sources"].is_array()
+        })
         .await;
     assert_eq!(status, 503);
     assert_eq!(body["sources"][0]["source"], "src", "{body}");

@@ -4,6 +4,7 @@ mod backpressure;
 mod config;
 mod delivery;
 mod elasticsearch;
+mod first_hour;
 mod full_disk;
 mod harness;
 mod hostile;

@@ -421,6 +421,15 @@ async fn a_missing_table_holds_events_until_it_exists() {
         .await;
     let reason = reason_for(&body, "pg").unwrap();
     assert_eq!(reason, format!("table {}.orders does not exist", db.schema));
+    // The log tells the same truth: not "ready", but what sluice waits for.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let log = sluice.log();
+    assert!(!log.contains("sluice is ready."), "{log}");
+    assert!(
+        log.contains("sluice started; waiting for: target pg: table")
+            && log.contains("does not exist"),
+        "{log}"
+    );
     let events: Vec<Value> = (0..50)
         .map(|n| order(&format!("o-{n}"), json!({"n": n})))
         .collect();
@@ -435,6 +444,12 @@ async fn a_missing_table_holds_events_until_it_exists() {
     println!(
         "readyz 200 {:?} after the table was created",
         created.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        sluice.log().contains("sluice is ready."),
+        "{}",
+        sluice.log()
     );
     db.wait_rows("orders", 50, Duration::from_secs(10)).await;
     let row = db

@@ -46,6 +46,8 @@ pub(crate) struct Subscription {
     pub(crate) is_dead_letter: bool,
     /// Whether the store can still write; delivery pauses while it cannot.
     pub(crate) health: Health,
+    /// Whether the target was asked once (see [`Sink::check`]) since start.
+    pub(crate) checked: std::sync::atomic::AtomicBool,
     /// Why the target cannot take events yet (its [`Sink::check`] failed), if so.
     pub(crate) not_ready: Mutex<Option<String>>,
 }
@@ -57,6 +59,8 @@ impl Subscription {
     }
 
     fn set_not_ready(&self, reason: Option<String>) {
+        self.checked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut r) = self.not_ready.lock() {
             *r = reason;
         }

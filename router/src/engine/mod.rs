@@ -94,6 +94,7 @@ fn subscription(
         is_dead_letter,
         health: store.health().clone(),
         not_ready: std::sync::Mutex::new(None),
+        checked: std::sync::atomic::AtomicBool::new(false),
     });
     sub.update_depth();
     Ok(sub)

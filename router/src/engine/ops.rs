@@ -33,11 +33,16 @@ pub struct NotReady {
     pub sources: Vec<(String, String)>,
     /// Why the store cannot write, if it cannot.
     pub store: Option<String>,
+    /// Subscriptions whose target has not been checked yet (just started).
+    pub checking: Vec<String>,
 }
 
 impl NotReady {
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty() && self.sources.is_empty() && self.store.is_none()
+        self.targets.is_empty()
+            && self.sources.is_empty()
+            && self.store.is_none()
+            && self.checking.is_empty()
     }
 }
 
@@ -126,10 +131,17 @@ impl Engine {
                 Some((sub.target.clone(), sub.name.clone(), reason))
             })
             .collect();
+        let checking = self
+            .subscriptions
+            .iter()
+            .filter(|s| !s.checked.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|s| s.name.clone())
+            .collect();
         NotReady {
             targets,
             sources: self.statuses.not_ready(),
             store: self.store_failure(),
+            checking,
         }
     }
 

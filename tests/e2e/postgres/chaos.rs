@@ -19,41 +19,23 @@ fn records() -> u64 {
         .unwrap_or(30_000)
 }
 
-/// The README's `etl.yaml`, on the test broker and database.
+/// The README's `schemas/examples/etl.yaml` (its `server` block is the harness's),
+/// on the test broker and database, with a topic, group and table of its own.
 fn etl_config(topic: &str, table: &str) -> String {
-    format!(
-        "sources:
-  - name: orders
-    type: kafka
-    brokers: {brokers}
-    topics: [{topic}]
-    group: sluice-etl-{topic}
-    start: earliest
-targets:
-  - name: warehouse
-    type: postgres
-    url: {url}
-    table: {table}
-    columns:
-      order_id: {{ path: $.data.order_id, type: text }}
-      customer: {{ path: $.data.customer, type: text }}
-      amount: {{ path: $.data.amount, type: numeric }}
-      big: {{ jq: \".data.amount > 100\", type: boolean }}
-      ordered_at: {{ path: $.time, type: timestamptz }}
-      raw: {{ path: $.data, type: jsonb }}
-    batch: {{ max_events: 1000, max_wait: 500ms }}
-rules:
-  - name: orders-to-table
-    filter:
-      pattern:
-        data: {{ order_id: [{{ exists: true }}], amount: [{{ numeric: [\">=\", 0] }}] }}
-    transform:
-      jq: '.data | .customer |= ascii_downcase'
-    targets: [warehouse]
-",
-        brokers = kafka::brokers(),
-        url = pg_url(),
-    )
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/examples/etl.yaml");
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut body = text[text.find("sources:").unwrap()..].to_owned();
+    for (from, to) in [
+        ("${KAFKA_BROKERS}", kafka::brokers()),
+        ("${DATABASE_URL}", pg_url()),
+        ("topics: [orders]", format!("topics: [{topic}]")),
+        ("group: sluice-etl", format!("group: sluice-etl-{topic}")),
+        ("table: orders", format!("table: {table}")),
+    ] {
+        assert!(body.contains(from), "etl.yaml has no {from:?}");
+        body = body.replacen(from, &to, 1);
+    }
+    body
 }
 
 /// Records produced with batching into 3 partitions while sluice is killed or
