@@ -161,13 +161,13 @@ fn metric(text: &str, prefix: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-fn source_to_http(queue: &str, recv: &Receiver, extra: &str) -> String {
+fn source_to_http(queue: &str, target: &str, extra: &str) -> String {
     format!(
         "sources:\n  - name: src\n    type: rabbitmq\n    url: \"{}\"\n    queue: {queue}\n{extra}\
 targets:\n  - name: fn\n    type: http\n    url: {}\n    concurrency: 64\n\
 rules:\n  - name: all\n    targets: [fn]\n    retry: {{ max_attempts: 1000, backoff: {{ initial: 50ms, max: 500ms }} }}\n",
         url(),
-        recv.url()
+        target
     )
 }
 
@@ -353,7 +353,7 @@ async fn kill_9_mid_stream_loses_no_message() {
     queue(&ch, &q, None).await;
     publish_all(&ch, &q, (0..50_000).map(numbered).collect()).await;
     let recv = Receiver::start().await;
-    let mut sluice = Sluice::start(&source_to_http(&q, &recv, "")).await;
+    let mut sluice = Sluice::start(&source_to_http(&q, &recv.url(), "")).await;
     wait_distinct(&recv, 15_000, Duration::from_secs(120)).await;
     sluice.kill9();
     let before = distinct(&recv).0.len();
@@ -367,6 +367,55 @@ async fn kill_9_mid_stream_loses_no_message() {
     );
     // Redeliveries of what was durable were recognised by their ids.
     assert!(duplicates < 1_000, "{duplicates} duplicates");
+}
+
+/// A stalled target bounds the backlog: the source stops taking deliveries past
+/// `max_backlog` (the rest stays on the broker) and resumes once delivery catches
+/// up, losing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_target_pauses_consumption() {
+    let q = unique("backlog");
+    let (_conn, ch) = channel(&url()).await;
+    queue(&ch, &q, None).await;
+    let port = crate::harness::free_port();
+    let config = source_to_http(
+        &q,
+        &format!("http://127.0.0.1:{port}/invoke"),
+        "    prefetch: 100\n    max_backlog: 200\n",
+    );
+    let sluice = Sluice::start(&config).await;
+    publish_all(&ch, &q, (0..3_000).map(numbered).collect()).await;
+    // The target is down: sluice takes in about max_backlog (plus a batch) and stops.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let depth = sluice.stats("all.fn").await["depth"].as_u64().unwrap();
+    assert!(
+        (200..=300).contains(&depth),
+        "backlog {depth} should stop near max_backlog"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sluice.stats("all.fn").await["depth"].as_u64().unwrap(),
+        depth,
+        "consumption is paused"
+    );
+    let status = sluice.get_json("/api/sources/src").await;
+    assert_eq!(status["state"], "paused", "{status}");
+    let ready = ch
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count();
+    assert!(ready >= 2_500, "{ready} messages wait on the broker");
+    // The target comes up: everything arrives.
+    let recv = Receiver::start_on(port, None).await;
+    wait_distinct(&recv, 3_000, Duration::from_secs(120)).await;
 }
 
 /// A declared rabbitmq vhost of its own, removed on drop.

@@ -85,7 +85,14 @@ impl RabbitmqSink {
             }
         }
         *link = None;
-        let (conn, ch) = self.connect().await?;
+        let (conn, ch) = tokio::time::timeout(self.timeout, self.connect())
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "connecting to RabbitMQ: no answer within {:?}",
+                    self.timeout
+                ))
+            })?;
         *link = Some((conn, ch.clone()));
         Ok(ch)
     }

@@ -50,6 +50,11 @@ const PAUSE_CHECK: Duration = Duration::from_millis(100);
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(15);
 
+/// Connecting (TCP, TLS, AMQP handshake, declarations) gives up after this long:
+/// a broker behind a black hole would otherwise hold the source for the
+/// system's TCP timeout, minutes, before the next attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A configured RabbitMQ source.
 pub struct RabbitmqSource {
     config: RabbitmqSourceConfig,
@@ -310,7 +315,8 @@ impl Source for RabbitmqSource {
         loop {
             let connected = tokio::select! {
                 () = cx.shutdown().cancelled() => break,
-                c = self.connect() => c,
+                c = tokio::time::timeout(CONNECT_TIMEOUT, self.connect()) => c
+                    .unwrap_or_else(|_| Err(format!("no answer within {CONNECT_TIMEOUT:?}"))),
             };
             match connected {
                 Ok(mut session) => {
