@@ -369,6 +369,38 @@ async fn kill_9_mid_stream_loses_no_message() {
     assert!(duplicates < 1_000, "{duplicates} duplicates");
 }
 
+/// A plain message that comes again (as a redelivery does: same body and
+/// properties, the broker's `x-delivery-count` header aside) has the same id, and
+/// the dedupe window drops it; a message that differs is another event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_again_keeps_its_id_and_is_dropped() {
+    let q = unique("again");
+    let (_conn, ch) = channel(&url()).await;
+    queue(&ch, &q, None).await;
+    let recv = Receiver::start().await;
+    let sluice = Sluice::start(&source_to_http(&q, &recv.url(), "")).await;
+    let again = BasicProperties::default().with_headers({
+        let mut h = FieldTable::default();
+        h.insert("x-delivery-count".into(), AMQPValue::LongInt(1));
+        h
+    });
+    publish_all(
+        &ch,
+        &q,
+        vec![numbered(1), numbered(2), (numbered(1).0, again)],
+    )
+    .await;
+    let got = recv.wait_for(2, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&sluice.metrics().await, "sluice_events_duplicate_total{") < 1 {
+        assert!(Instant::now() < deadline, "no duplicate counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recv.delivered().len(), 2);
+    assert_ne!(got[0].header("ce-id"), got[1].header("ce-id"));
+}
+
 /// A stalled target bounds the backlog: the source stops taking deliveries past
 /// `max_backlog` (the rest stays on the broker) and resumes once delivery catches
 /// up, losing nothing.

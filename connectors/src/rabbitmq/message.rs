@@ -142,17 +142,16 @@ pub fn message_to_event(m: &Incoming<'_>, mapping: &MessageMapping) -> Event {
 /// set `message_id` or `timestamp` to tell them apart.
 pub fn plain_id(m: &Incoming<'_>) -> String {
     const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5b1c_e0a3_6d4e_4f0b_9a7c_2e11_d3c8_a9f1);
-    let p = m.properties;
-    let mut props = p.clone();
-    if let Some(headers) = p.headers() {
-        let mut kept = FieldTable::default();
+    // No headers and no headers left after the broker's: the same.
+    let mut kept = FieldTable::default();
+    if let Some(headers) = m.properties.headers() {
         for (k, v) in headers {
             if !broker_header(k.as_str()) {
                 kept.insert(k.clone(), v.clone());
             }
         }
-        props = props.with_headers(kept);
     }
+    let props = m.properties.clone().with_headers(kept);
     let mut name = Vec::with_capacity(m.body.len() + 256);
     for part in [m.exchange.as_bytes(), m.routing_key.as_bytes()] {
         name.extend_from_slice(part);
@@ -291,6 +290,11 @@ mod tests {
             ("x-delivery-count", AMQPValue::LongInt(1)),
         ]));
         assert_eq!(map(&again, br#"{"a":1}"#).id(), e.id());
+        let bare = BasicProperties::default();
+        let counted = bare
+            .clone()
+            .with_headers(headers(&[("x-delivery-count", AMQPValue::LongInt(2))]));
+        assert_eq!(map(&bare, b"x").id(), map(&counted, b"x").id());
         // Any other difference: another id.
         assert_ne!(map(&props, br#"{"a":2}"#).id(), e.id());
         assert_ne!(
