@@ -402,8 +402,8 @@ async fn a_message_delivered_again_keeps_its_id_and_is_dropped() {
 }
 
 /// A stalled target bounds the backlog: the source stops taking deliveries past
-/// `max_backlog` (the rest stays on the broker) and resumes once delivery catches
-/// up, losing nothing.
+/// `max_backlog` (the rest stays on the broker); a shutdown gives back what was
+/// not acknowledged; after a restart, once the target is up, nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_target_pauses_consumption() {
     let q = unique("backlog");
@@ -415,7 +415,7 @@ async fn a_stalled_target_pauses_consumption() {
         &format!("http://127.0.0.1:{port}/invoke"),
         "    prefetch: 100\n    max_backlog: 200\n",
     );
-    let sluice = Sluice::start(&config).await;
+    let mut sluice = Sluice::start(&config).await;
     publish_all(&ch, &q, (0..3_000).map(numbered).collect()).await;
     // The target is down: sluice takes in about max_backlog (plus a batch) and stops.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -445,6 +445,35 @@ async fn a_stalled_target_pauses_consumption() {
         .unwrap()
         .message_count();
     assert!(ready >= 2_500, "{ready} messages wait on the broker");
+    // SIGTERM: what sluice holds unacknowledged goes back to the queue; exactly
+    // what is durable was acknowledged.
+    let acked = status["acked"].as_u64().unwrap();
+    assert_eq!(acked, depth, "{status}");
+    assert_eq!(sluice.terminate(), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = ch
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count();
+        if u64::from(ready) == 3_000 - acked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ready} ready after shutdown, {acked} acked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sluice.spawn().await;
     // The target comes up: everything arrives.
     let recv = Receiver::start_on(port, None).await;
     wait_distinct(&recv, 3_000, Duration::from_secs(120)).await;
@@ -730,4 +759,43 @@ rules:\n  - name: reshape\n    filter: {{ pattern: {{ type: [order.created] }} }
     let event: Value = serde_json::from_slice(&d.data).unwrap();
     assert_eq!(event["type"], "order.reshaped");
     assert!(d.routing_key.as_str().starts_with("structured."));
+}
+
+/// A target exchange that does not exist holds deliveries: `/readyz` says 503 and
+/// why; once the exchange is declared, readiness turns 200 and the events waiting
+/// arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_exchange_holds_events_until_it_exists() {
+    let input = unique("hold-in");
+    let exchange = unique("hold-x");
+    let out = format!("{exchange}-q");
+    let config = format!(
+        "sources:\n  - name: in\n    type: rabbitmq\n    url: \"{u}\"\n    queue: {input}\n    declare: {{ durable: true }}\n\
+targets:\n  - name: mq\n    type: rabbitmq\n    url: \"{u}\"\n    exchange: {exchange}\n    routing_key: all\n\
+rules:\n  - name: r\n    targets: [mq]\n",
+        u = url()
+    );
+    let sluice = Sluice::start_unready(&config).await;
+    let (_, body) = sluice
+        .wait_readyz(Duration::from_secs(20), |status, body| {
+            status == 503 && body.to_string().contains("is not there")
+        })
+        .await;
+    assert!(body.to_string().contains(&exchange), "{body}");
+    let (_conn, ch) = channel(&url()).await;
+    publish_all(&ch, &input, (0..50).map(numbered).collect()).await;
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    queue(&ch, &out, Some((&exchange, "all"))).await;
+    sluice
+        .wait_readyz(Duration::from_secs(20), |status, _| status == 200)
+        .await;
+    let (_, read) = read_ids(&url(), &out, usize::MAX, Duration::from_secs(5)).await;
+    assert_eq!(read, 50, "the held events arrive");
 }
