@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -98,6 +99,22 @@ pub async fn publish_all(ch: &Channel, queue: &str, messages: Vec<(Vec<u8>, Basi
         }
     }
     ch.wait_for_confirms().await.unwrap();
+}
+
+/// Delete what a test declared on the machine's broker (a failed test leaves its
+/// names behind, for a look).
+async fn remove(queues: &[&str], exchanges: &[&str]) {
+    let (_conn, ch) = channel(&url()).await;
+    for q in queues {
+        let _ = ch
+            .queue_delete((*q).into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for x in exchanges {
+        let _ = ch
+            .exchange_delete((*x).into(), ExchangeDeleteOptions::default())
+            .await;
+    }
 }
 
 fn headers(h: &[(&str, &str)]) -> FieldTable {
@@ -341,6 +358,7 @@ rules:\n  - name: keep\n    filter:\n      filters:\n        - any:\n          -
     let status = sluice.get_json("/api/sources/shop").await;
     assert_eq!(status["state"], "consuming", "{status}");
     assert_eq!(status["rejected"], broken, "{status}");
+    remove(&[&q, &dlq], &[]).await;
 }
 
 /// `kill -9` in the middle of 50,000 messages: after a restart every message is
@@ -367,6 +385,7 @@ async fn kill_9_mid_stream_loses_no_message() {
     );
     // Redeliveries of what was durable were recognised by their ids.
     assert!(duplicates < 1_000, "{duplicates} duplicates");
+    remove(&[&q], &[]).await;
 }
 
 /// A plain message that comes again (as a redelivery does: same body and
@@ -399,6 +418,7 @@ async fn a_message_delivered_again_keeps_its_id_and_is_dropped() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(recv.delivered().len(), 2);
     assert_ne!(got[0].header("ce-id"), got[1].header("ce-id"));
+    remove(&[&q], &[]).await;
 }
 
 /// A stalled target bounds the backlog: the source stops taking deliveries past
@@ -477,6 +497,7 @@ async fn a_stalled_target_pauses_consumption() {
     // The target comes up: everything arrives.
     let recv = Receiver::start_on(port, None).await;
     wait_distinct(&recv, 3_000, Duration::from_secs(120)).await;
+    remove(&[&q], &[]).await;
 }
 
 /// A declared rabbitmq vhost of its own, removed on drop.
@@ -759,6 +780,7 @@ rules:\n  - name: reshape\n    filter: {{ pattern: {{ type: [order.created] }} }
     let event: Value = serde_json::from_slice(&d.data).unwrap();
     assert_eq!(event["type"], "order.reshaped");
     assert!(d.routing_key.as_str().starts_with("structured."));
+    remove(&[&binary_q, &structured_q], &[&exchange]).await;
 }
 
 /// A target exchange that does not exist holds deliveries: `/readyz` says 503 and
@@ -798,4 +820,5 @@ rules:\n  - name: r\n    targets: [mq]\n",
         .await;
     let (_, read) = read_ids(&url(), &out, usize::MAX, Duration::from_secs(5)).await;
     assert_eq!(read, 50, "the held events arrive");
+    remove(&[&input, &out], &[&exchange]).await;
 }
