@@ -10,6 +10,10 @@
 #   listens there; otherwise Debian's package is installed (if missing) and a
 #   throwaway trust-auth cluster started there. Either way the database `test`
 #   is created if missing; each test makes its own schema in it.
+# - RabbitMQ: the machine's server on 127.0.0.1:5672 (guest/guest) when one
+#   listens there; otherwise Debian's package is installed (if missing) and its
+#   server started detached (and left running: `rabbitmqctl stop` ends it). Each
+#   test uses its own queues, and the restart test its own vhost (rabbitmqctl).
 # scripts/test.sh sources this file. Run it directly to start the services for
 # `cargo test` by hand: it prints the environment the tests read and waits (Ctrl-C
 # stops the services).
@@ -30,6 +34,7 @@ export SLUICE_TEST_KAFKA="${SLUICE_TEST_KAFKA:-127.0.0.1:19092}"
 export SLUICE_TEST_S3="${SLUICE_TEST_S3:-http://127.0.0.1:19000}"
 export SLUICE_TEST_ELASTICSEARCH="${SLUICE_TEST_ELASTICSEARCH:-http://127.0.0.1:19200}"
 export SLUICE_TEST_POSTGRES="${SLUICE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
+export SLUICE_TEST_RABBITMQ="${SLUICE_TEST_RABBITMQ:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 # The S3 tests' credentials; s3s-fs is started with the same pair.
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-sluice-test}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-sluice-test-secret}"
@@ -133,6 +138,7 @@ start_services() {
   local es_addr="${SLUICE_TEST_ELASTICSEARCH#http://}"
   start osmem "$es_addr" "$OSMEM_VENV/bin/osmem-server" -addr "$es_addr" -no-stdin-watch
   start_postgres
+  start_rabbitmq
 }
 
 # The newest installed PostgreSQL server's bin folder, if any.
@@ -180,12 +186,50 @@ start_postgres() {
   fi
 }
 
+install_rabbitmq() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/5672") 2>/dev/null || command -v rabbitmq-server >/dev/null; then
+    return 0
+  fi
+  echo "==> installing RabbitMQ (Debian's package)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # The package's post-install starts the server where an init system runs; the
+  # start below covers machines without one.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rabbitmq-server >/dev/null
+}
+
+# Use the RabbitMQ listening on 127.0.0.1:5672, or start the installed server
+# detached and wait until it takes connections. It is the machine's service, so
+# it is not stopped with the others: the restart test only closes connections.
+start_rabbitmq() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/5672") 2>/dev/null; then
+    echo "==> RabbitMQ listening on 127.0.0.1:5672"
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  mkdir -p target
+  $sudo rabbitmq-server -detached >"target/rabbitmq.log" 2>&1 || true
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/5672") 2>/dev/null; then
+      $sudo rabbitmqctl await_startup >/dev/null 2>&1 || true
+      echo "==> RabbitMQ listening on 127.0.0.1:5672"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "RabbitMQ did not start; its log:" >&2
+  cat "target/rabbitmq.log" >&2
+  exit 1
+}
 
 install_services() {
   install_tansu
   install_s3s
   install_osmem
   install_postgres
+  install_rabbitmq
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
@@ -193,6 +237,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   cd "$(dirname "$0")/.."
   install_services
   start_services
-  echo "export SLUICE_TEST_KAFKA=$SLUICE_TEST_KAFKA SLUICE_TEST_S3=$SLUICE_TEST_S3 SLUICE_TEST_ELASTICSEARCH=$SLUICE_TEST_ELASTICSEARCH SLUICE_TEST_POSTGRES=$SLUICE_TEST_POSTGRES SLUICE_TEST_S3_ROOT=$SLUICE_TEST_S3_ROOT AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
+  echo "export SLUICE_TEST_KAFKA=$SLUICE_TEST_KAFKA SLUICE_TEST_S3=$SLUICE_TEST_S3 SLUICE_TEST_ELASTICSEARCH=$SLUICE_TEST_ELASTICSEARCH SLUICE_TEST_POSTGRES=$SLUICE_TEST_POSTGRES SLUICE_TEST_RABBITMQ=$SLUICE_TEST_RABBITMQ SLUICE_TEST_S3_ROOT=$SLUICE_TEST_S3_ROOT AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY"
   wait
 fi

@@ -8,6 +8,8 @@
 //! checks in `config.rs`, its source and/or sink, implementing [`BuildSource`] /
 //! [`BuildSink`]), its lines here, its feature in `Cargo.toml` (and the binary's).
 
+#[cfg(any(feature = "kafka", feature = "rabbitmq"))]
+pub mod binding;
 #[cfg(feature = "elasticsearch")]
 pub mod elasticsearch;
 #[cfg(feature = "file")]
@@ -18,6 +20,8 @@ pub mod http;
 pub mod kafka;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 #[cfg(feature = "s3")]
 pub mod s3;
 
@@ -105,6 +109,9 @@ pub enum SourceConfig {
     /// A Kafka consumer group.
     #[cfg(feature = "kafka")]
     Kafka(kafka::config::KafkaSourceConfig),
+    /// A RabbitMQ queue, consumed with manual acknowledgements.
+    #[cfg(feature = "rabbitmq")]
+    Rabbitmq(rabbitmq::config::RabbitmqSourceConfig),
 }
 
 /// A place that subscriptions deliver to, by `type` (one variant per connector).
@@ -117,6 +124,9 @@ pub enum TargetConfig {
     /// A Kafka topic, written by an idempotent producer.
     #[cfg(feature = "kafka")]
     Kafka(kafka::config::KafkaTargetConfig),
+    /// A RabbitMQ exchange, published to with publisher confirms.
+    #[cfg(feature = "rabbitmq")]
+    Rabbitmq(rabbitmq::config::RabbitmqTargetConfig),
     /// A PostgreSQL table, written in batches, idempotently.
     #[cfg(feature = "postgres")]
     Postgres(postgres::config::PostgresTargetConfig),
@@ -142,7 +152,7 @@ fn left_out(v: &mut Validator<'_>, path: &str, tag: &str) {
 }
 
 impl SourceEntry for SourceConfig {
-    const TYPES: &'static [&'static str] = &["http", "kafka"];
+    const TYPES: &'static [&'static str] = &["http", "kafka", "rabbitmq"];
 
     fn parse(
         tag: &str,
@@ -155,6 +165,8 @@ impl SourceEntry for SourceConfig {
             "http" => v.section(value, path).map(Self::Http),
             #[cfg(feature = "kafka")]
             "kafka" => v.section(value, path).map(Self::Kafka),
+            #[cfg(feature = "rabbitmq")]
+            "rabbitmq" => v.section(value, path).map(Self::Rabbitmq),
             other => {
                 let _ = value;
                 left_out(v, path, other);
@@ -172,6 +184,7 @@ impl TargetEntry for TargetConfig {
     const TYPES: &'static [&'static str] = &[
         "http",
         "kafka",
+        "rabbitmq",
         "postgres",
         "elasticsearch",
         "s3",
@@ -190,6 +203,8 @@ impl TargetEntry for TargetConfig {
             "http" => v.section(value, path).map(Self::Http),
             #[cfg(feature = "kafka")]
             "kafka" => v.section(value, path).map(Self::Kafka),
+            #[cfg(feature = "rabbitmq")]
+            "rabbitmq" => v.section(value, path).map(Self::Rabbitmq),
             #[cfg(feature = "postgres")]
             "postgres" => v.section(value, path).map(Self::Postgres),
             #[cfg(feature = "elasticsearch")]
@@ -252,6 +267,8 @@ impl SourceConfig {
             Self::Http(ref c) => c,
             #[cfg(feature = "kafka")]
             Self::Kafka(ref c) => c,
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(ref c) => c,
         }
     }
 }
@@ -263,6 +280,8 @@ impl TargetConfig {
             Self::Http(ref c) => c,
             #[cfg(feature = "kafka")]
             Self::Kafka(ref c) => c,
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(ref c) => c,
             #[cfg(feature = "postgres")]
             Self::Postgres(ref c) => c,
             #[cfg(feature = "elasticsearch")]

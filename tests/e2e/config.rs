@@ -32,7 +32,7 @@ rules:
     let lines: Vec<&str> = stderr.lines().collect();
     let expect = [
         "targets[0].timeout: invalid value: string \"soon\", expected a duration (line 7, column 5)",
-        "targets[1].type: unknown type \"carrier-pigeon\"; expected one of http, kafka, postgres, elasticsearch, s3, file, discard (line 9, column 5)",
+        "targets[1].type: unknown type \"carrier-pigeon\"; expected one of http, kafka, rabbitmq, postgres, elasticsearch, s3, file, discard (line 9, column 5)",
         "rules[0].targets[1]: unknown target \"ghost\" (rule \"r1\") (line 12, column 19)",
         "rules[0].filter.pattern.data.amount[0]: unknown matcher \"numerc\"",
         "rules[0].filter.pattern.type: must be a list of values or matchers",

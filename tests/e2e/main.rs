@@ -13,5 +13,6 @@ mod kafka;
 mod kafka_group;
 mod kafka_sources;
 mod postgres;
+mod rabbitmq;
 mod rules;
 mod s3;

@@ -28,6 +28,10 @@
 //! - `drain-memory` [plain-copy]: the postgres target's table is missing, so
 //!   sluice queues the whole main topic; then the table appears and the backlog
 //!   drains while sluice's RSS is sampled every 100 ms.
+//! - `rabbitmq-plain-publisher`, `rabbitmq-plain-consumer`,
+//!   `rabbitmq-consume-match-discard` [rabbitmq-plain-consumer] and
+//!   `rabbitmq-target` [rabbitmq-plain-publisher]: see `pipelines/rabbitmq.rs`
+//!   (`SLUICE_TEST_RABBITMQ`). `--only rabbitmq` runs these four and no Kafka.
 //!
 //! sluice rates are from the first record sluice received to the last one its
 //! target confirmed (group join and start-up excluded; reported apart). The table
@@ -41,6 +45,8 @@ mod flows;
 mod kafka;
 #[path = "../procfs.rs"]
 mod procfs;
+#[path = "pipelines/rabbitmq.rs"]
+mod rabbitmq;
 #[path = "pipelines/report.rs"]
 mod report;
 #[path = "pipelines/storage.rs"]
@@ -69,7 +75,17 @@ const SCENARIOS: &[(&str, Option<&str>)] = &[
     ("kafka-to-s3", Some("consume-match-discard")),
     ("kafka-to-elasticsearch", Some("consume-match-discard")),
     ("drain-memory", Some("plain-copy")),
+    ("rabbitmq-plain-publisher", None),
+    ("rabbitmq-plain-consumer", None),
+    (
+        "rabbitmq-consume-match-discard",
+        Some("rabbitmq-plain-consumer"),
+    ),
+    ("rabbitmq-target", Some("rabbitmq-plain-publisher")),
 ];
+
+/// `--only` this runs every RabbitMQ scenario (and no Kafka one).
+const RABBITMQ: &str = "rabbitmq";
 
 /// Records of `kafka-to-elasticsearch` at most.
 const ES_MAX: u64 = 20_000;
@@ -91,8 +107,9 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Run only this scenario (and the baseline its ratio needs; `plain-producer`
-    /// always runs, since it fills the topic the others read).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS.iter().map(|s| s.0)))]
+    /// runs for every Kafka scenario, since it fills the topic they read), or
+    /// `rabbitmq` for all RabbitMQ scenarios.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS.iter().map(|s| s.0).chain([RABBITMQ])))]
     only: Option<String>,
     /// Where to write the JSON report [default: target/bench/pipelines.json].
     #[arg(long)]
@@ -169,85 +186,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let begun = Instant::now();
     let only = cli.only.as_deref();
-    let wanted = |name: &str| only.is_none_or(|o| o == name || baseline_of(o) == Some(name));
+    let wanted = |name: &str| {
+        only.is_none_or(|o| {
+            o == name
+                || baseline_of(o) == Some(name)
+                || (o == RABBITMQ && name.starts_with("rabbitmq-"))
+        })
+    };
     let mut rows = Vec::new();
 
-    let topic = kafka::create_topic("bench-main").await?;
-    step(&mut rows, "plain-producer", async {
-        let producer = kafka::producer()?;
-        // One record to another topic first: the connection and the producer id
-        // are set up outside the timing (as for a long-running producer).
-        let warm_up = kafka::create_topic("bench-warm-up").await?;
-        kafka::produce(&producer, &warm_up, 0..1, &AtomicU64::new(0)).await?;
-        let took = kafka::produce(&producer, &topic, 0..n, &AtomicU64::new(0)).await?;
-        Ok(Row::new("plain-producer", n, took.as_secs_f64())
-            .note("FutureProducer acks=all, idempotent, linger 5 ms; fills the main topic"))
-    })
-    .await;
-    if rows.iter().any(|r| r.failed) {
-        anyhow::bail!("cannot fill the main topic: {}", rows[0].note);
+    let kafka_wanted = SCENARIOS
+        .iter()
+        .any(|s| !s.0.starts_with("rabbitmq-") && s.0 != "plain-producer" && wanted(s.0))
+        || only == Some("plain-producer");
+    if kafka_wanted {
+        run_kafka(&bin, n, &wanted, &mut rows).await?;
     }
-    if wanted("plain-consumer") {
-        step(
-            &mut rows,
-            "plain-consumer",
-            flows::plain_consumer(&topic, n),
-        )
-        .await;
-    }
-    if wanted("consume-match-discard") {
-        let scenario = flows::consume_match_discard(&bin, &topic, n);
-        step(&mut rows, "consume-match-discard", scenario).await;
-    }
-    if wanted("burst-lag") {
-        step(&mut rows, "burst-lag", flows::burst_lag(&bin, n)).await;
-    }
-    if wanted("produce-target") {
-        step(
-            &mut rows,
-            "produce-target",
-            flows::produce_target(&bin, &topic, n),
-        )
-        .await;
-    }
-    if wanted("plain-copy") {
-        step(&mut rows, "plain-copy", storage::plain_copy(n)).await;
-    }
-    if wanted("kafka-to-postgres") {
-        step(
-            &mut rows,
-            "kafka-to-postgres",
-            storage::kafka_to_postgres(&bin, &topic, n),
-        )
-        .await;
-    }
-    if wanted("kafka-to-s3") {
-        step(
-            &mut rows,
-            "kafka-to-s3",
-            storage::kafka_to_s3(&bin, &topic, n),
-        )
-        .await;
-    }
-    if wanted("kafka-to-elasticsearch") {
-        let es_n = n.min(ES_MAX);
-        step(&mut rows, "kafka-to-elasticsearch", async {
-            let es_topic = kafka::filled_topic("bench-es", es_n).await?;
-            storage::kafka_to_elasticsearch(&bin, &es_topic, es_n).await
-        })
-        .await;
-    }
-    if wanted("drain-memory") {
-        step(
-            &mut rows,
-            "drain-memory",
-            storage::drain_memory(&bin, &topic, n),
-        )
-        .await;
-    }
-    if let Err(e) = kafka::delete_topics().await {
-        eprintln!("pipelines: {e}");
-    }
+    run_rabbitmq(&bin, n, &wanted, &mut rows).await;
 
     report::add_ratios(&mut rows);
     let all_ok = rows.iter().all(|r| !r.failed);
@@ -264,4 +219,108 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     report::write_json(&report, &out).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("pipelines: report written to {}", out.display());
     Ok(all_ok)
+}
+
+/// The RabbitMQ scenarios that are wanted.
+async fn run_rabbitmq(
+    bin: &std::path::Path,
+    n: u64,
+    wanted: &dyn Fn(&str) -> bool,
+    rows: &mut Vec<Row>,
+) {
+    if wanted("rabbitmq-plain-publisher") || wanted("rabbitmq-plain-consumer") {
+        let mut filled = None;
+        step(rows, "rabbitmq-plain-publisher", async {
+            let (row, queue) = rabbitmq::plain_publisher(n).await?;
+            filled = Some(queue);
+            Ok(row)
+        })
+        .await;
+        if let (Some(queue), true) = (filled, wanted("rabbitmq-plain-consumer")) {
+            step(
+                rows,
+                "rabbitmq-plain-consumer",
+                rabbitmq::plain_consumer(&queue, n),
+            )
+            .await;
+        }
+    }
+    if wanted("rabbitmq-consume-match-discard") {
+        let scenario = rabbitmq::consume_match_discard(bin, n);
+        step(rows, "rabbitmq-consume-match-discard", scenario).await;
+    }
+    if wanted("rabbitmq-target") {
+        step(rows, "rabbitmq-target", rabbitmq::target(bin, n)).await;
+    }
+}
+
+/// The Kafka (and storage) scenarios that are wanted, after filling the main topic.
+async fn run_kafka(
+    bin: &std::path::Path,
+    n: u64,
+    wanted: &dyn Fn(&str) -> bool,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let topic = kafka::create_topic("bench-main").await?;
+    step(rows, "plain-producer", async {
+        let producer = kafka::producer()?;
+        // One record to another topic first: the connection and the producer id
+        // are set up outside the timing (as for a long-running producer).
+        let warm_up = kafka::create_topic("bench-warm-up").await?;
+        kafka::produce(&producer, &warm_up, 0..1, &AtomicU64::new(0)).await?;
+        let took = kafka::produce(&producer, &topic, 0..n, &AtomicU64::new(0)).await?;
+        Ok(Row::new("plain-producer", n, took.as_secs_f64())
+            .note("FutureProducer acks=all, idempotent, linger 5 ms; fills the main topic"))
+    })
+    .await;
+    if rows.iter().any(|r| r.failed) {
+        anyhow::bail!("cannot fill the main topic: {}", rows[0].note);
+    }
+    if wanted("plain-consumer") {
+        step(rows, "plain-consumer", flows::plain_consumer(&topic, n)).await;
+    }
+    if wanted("consume-match-discard") {
+        let scenario = flows::consume_match_discard(bin, &topic, n);
+        step(rows, "consume-match-discard", scenario).await;
+    }
+    if wanted("burst-lag") {
+        step(rows, "burst-lag", flows::burst_lag(bin, n)).await;
+    }
+    if wanted("produce-target") {
+        step(
+            rows,
+            "produce-target",
+            flows::produce_target(bin, &topic, n),
+        )
+        .await;
+    }
+    if wanted("plain-copy") {
+        step(rows, "plain-copy", storage::plain_copy(n)).await;
+    }
+    if wanted("kafka-to-postgres") {
+        step(
+            rows,
+            "kafka-to-postgres",
+            storage::kafka_to_postgres(bin, &topic, n),
+        )
+        .await;
+    }
+    if wanted("kafka-to-s3") {
+        step(rows, "kafka-to-s3", storage::kafka_to_s3(bin, &topic, n)).await;
+    }
+    if wanted("kafka-to-elasticsearch") {
+        let es_n = n.min(ES_MAX);
+        step(rows, "kafka-to-elasticsearch", async {
+            let es_topic = kafka::filled_topic("bench-es", es_n).await?;
+            storage::kafka_to_elasticsearch(bin, &es_topic, es_n).await
+        })
+        .await;
+    }
+    if wanted("drain-memory") {
+        step(rows, "drain-memory", storage::drain_memory(bin, &topic, n)).await;
+    }
+    if let Err(e) = kafka::delete_topics().await {
+        eprintln!("pipelines: {e}");
+    }
+    Ok(())
 }

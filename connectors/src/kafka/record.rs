@@ -14,7 +14,12 @@
 use chrono::{TimeZone, Utc};
 use rdkafka::message::{Headers, Message};
 use serde_json::Value;
-use sluice_router::event::{is_json, Event, EventFields, RawData};
+use sluice_router::event::{Event, EventFields};
+
+pub use crate::binding::problem_of;
+#[cfg(test)]
+use crate::binding::STRUCTURED;
+use crate::binding::{binary_event, build_plain, is_structured, plain_data, structured_event};
 
 /// How plain records become events.
 #[derive(Debug, Clone)]
@@ -23,8 +28,6 @@ pub struct RecordMapping {
     pub event_source: String,
     pub event_type: String,
 }
-
-const STRUCTURED: &str = "application/cloudevents+json";
 
 fn header_text(value: Option<&[u8]>) -> Result<String, &'static str> {
     match value {
@@ -48,19 +51,13 @@ pub fn record_to_event<M: Message>(msg: &M, mapping: &RecordMapping) -> Event {
                 }
             } else if let Some(attr) = key.strip_prefix("ce_") {
                 match header_text(h.value) {
-                    Ok(v) => ce_headers.push((attr.to_owned(), v)),
+                    Ok(v) => ce_headers.push((attr.to_owned(), Value::String(v))),
                     Err(why) => problem = Some(format!("header {} {why}", h.key)),
                 }
             }
         }
     }
-    let structured = content_type.as_deref().is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .eq_ignore_ascii_case(STRUCTURED)
-    });
+    let structured = content_type.as_deref().is_some_and(is_structured);
     let attempt = match (&problem, structured, ce_headers.is_empty()) {
         (Some(p), _, _) => Err(p.clone()),
         (None, true, _) => structured_event(msg.payload()),
@@ -73,66 +70,13 @@ pub fn record_to_event<M: Message>(msg: &M, mapping: &RecordMapping) -> Event {
     }
 }
 
-/// What is wrong with the record `event` was made from, if it claimed to be a
-/// CloudEvent and was broken (its `sluiceerror` extension).
-pub fn problem_of(event: &Event) -> Option<String> {
-    event.extension("sluiceerror").map(ToString::to_string)
-}
-
-fn structured_event(payload: Option<&[u8]>) -> Result<Event, String> {
-    let bytes = payload.ok_or("structured CloudEvent with a null value")?;
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => EventFields::from_structured(map)
-            .and_then(EventFields::build)
-            .map_err(|e| format!("structured CloudEvent: {e}")),
-        Ok(_) => Err("structured CloudEvent is not a JSON object".into()),
-        Err(e) => Err(format!("structured CloudEvent is not valid JSON: {e}")),
-    }
-}
-
-fn binary_event(
-    attrs: Vec<(String, String)>,
-    content_type: Option<&str>,
-    payload: Option<&[u8]>,
-) -> Result<Event, String> {
-    let mut fields = EventFields::new();
-    for (name, value) in attrs {
-        fields.attr(name, value);
-    }
-    if let Some(ct) = content_type {
-        fields.attr("datacontenttype", ct);
-    }
-    if let Some(bytes) = payload {
-        fields.data(data_of(bytes, content_type)?);
-    }
-    fields
-        .build()
-        .map_err(|e| format!("binary CloudEvent: {e}"))
-}
-
-fn data_of(bytes: &[u8], content_type: Option<&str>) -> Result<RawData, String> {
-    Ok(match content_type {
-        Some(ct) if is_json(ct) => RawData::Json(
-            serde_json::from_slice(bytes)
-                .map_err(|e| format!("data is not valid JSON for {ct}: {e}"))?,
-        ),
-        Some(ct) if ct.starts_with("text/") => match std::str::from_utf8(bytes) {
-            Ok(s) => RawData::Text(s.to_owned()),
-            Err(_) => RawData::Bytes(bytes.to_vec()),
-        },
-        _ => RawData::Bytes(bytes.to_vec()),
-    })
-}
-
 fn plain_event<M: Message>(msg: &M, mapping: &RecordMapping, problem: Option<String>) -> Event {
     let topic = msg.topic();
+    let id = format!("{topic}-{}-{}", msg.partition(), msg.offset());
     let mut fields = EventFields::new();
     fields
         .attr("specversion", "1.0")
-        .attr(
-            "id",
-            format!("{topic}-{}-{}", msg.partition(), msg.offset()),
-        )
+        .attr("id", id.as_str())
         .attr("source", mapping.event_source.replace("{topic}", topic))
         .attr("type", mapping.event_type.as_str());
     if let Some(ms) = msg.timestamp().to_millis() {
@@ -153,40 +97,9 @@ fn plain_event<M: Message>(msg: &M, mapping: &RecordMapping, problem: Option<Str
         None => {
             fields.attr("kafkatombstone", true);
         }
-        Some(bytes) => {
-            let data = match serde_json::from_slice::<Value>(bytes) {
-                Ok(v) => {
-                    fields.attr("datacontenttype", "application/json");
-                    RawData::Json(v)
-                }
-                Err(_) => {
-                    fields.attr("datacontenttype", "application/octet-stream");
-                    RawData::Bytes(bytes.to_vec())
-                }
-            };
-            fields.data(data);
-        }
+        Some(bytes) => plain_data(&mut fields, bytes),
     }
-    // Every attribute above is valid by construction (a non-empty id, source and
-    // type; an RFC 3339 time; lower-case extension names), except a user's
-    // `event_source`/`event_type`, which validation keeps non-empty.
-    fields.build().unwrap_or_else(|e| {
-        let mut f = EventFields::new();
-        f.attr("specversion", "1.0")
-            .attr(
-                "id",
-                format!("{topic}-{}-{}", msg.partition(), msg.offset()),
-            )
-            .attr("source", "kafka://invalid")
-            .attr("type", "sluice.kafka.record")
-            .attr("sluiceerror", e.to_string());
-        f.build().unwrap_or_else(|_| unreachable_event())
-    })
-}
-
-/// A constant, valid event; only reachable if the fallback above were broken.
-fn unreachable_event() -> Event {
-    Event::default()
+    build_plain(fields, &id, "kafka://invalid", "sluice.kafka.record")
 }
 
 #[cfg(test)]

@@ -7,19 +7,19 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloudevents::AttributesReader;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use sluice_router::config::BindingMode;
-use sluice_router::event::{binary_attributes, data_bytes, Event};
+use sluice_router::event::Event;
 use sluice_router::sink::{Sink, SinkError};
 use sluice_router::transform::NameTemplate;
 
 use super::config::KafkaTargetConfig;
 use std::sync::Arc;
 
+use crate::binding::{binary_parts, structured_payload, BinaryParts, STRUCTURED};
 use crate::{BuildSink, ConnectorError};
 
 /// Produces events to a Kafka topic.
@@ -63,15 +63,16 @@ impl KafkaSink {
     }
 }
 
-fn headers_of(event: &Event) -> OwnedHeaders {
+/// The record headers of a binary-mode event: `ce_` attributes and `content-type`.
+fn headers_of(parts: &BinaryParts) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
-    for (name, value) in binary_attributes(event) {
+    for (name, value) in &parts.attributes {
         headers = headers.insert(Header {
             key: &format!("ce_{name}"),
             value: Some(value.as_bytes()),
         });
     }
-    if let Some(ct) = event.datacontenttype() {
+    if let Some(ct) = &parts.content_type {
         headers = headers.insert(Header {
             key: "content-type",
             value: Some(ct.as_bytes()),
@@ -117,12 +118,16 @@ impl KafkaSink {
             None => None,
         };
         let (payload, headers) = match self.mode {
-            BindingMode::Binary => (data_bytes(event), headers_of(event)),
+            BindingMode::Binary => {
+                let parts = binary_parts(event);
+                let headers = headers_of(&parts);
+                (parts.payload, headers)
+            }
             BindingMode::Structured => (
-                serde_json::to_vec(event).map_err(|e| SinkError::permanent(e.to_string()))?,
+                structured_payload(event).map_err(SinkError::permanent)?,
                 OwnedHeaders::new().insert(Header {
                     key: "content-type",
-                    value: Some("application/cloudevents+json".as_bytes()),
+                    value: Some(STRUCTURED.as_bytes()),
                 }),
             ),
         };

@@ -133,7 +133,13 @@ pub async fn pipeline(
         kafka::source_yaml(topic, n.saturating_mul(2).max(1_000_000)),
         kafka::rule_yaml("t")
     );
-    let mut sluice = Sluice::start(bin, tag, &body).await?;
+    pipeline_from(bin, tag, &body, n).await
+}
+
+/// Starts sluice with `body` (sources, targets, rules) and waits until its
+/// targets confirmed `n` events.
+pub async fn pipeline_from(bin: &Path, tag: &str, body: &str, n: u64) -> anyhow::Result<Pipeline> {
+    let mut sluice = Sluice::start(bin, tag, body).await?;
     let mut watch = Watch::new();
     let done = watch
         .until(&mut sluice, SAMPLE, &format!("{n} deliveries"), |p| {

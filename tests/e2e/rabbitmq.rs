@@ -1,0 +1,824 @@
+//! RabbitMQ source and target against a real RabbitMQ (`SLUICE_TEST_RABBITMQ`,
+//! default `amqp://guest:guest@127.0.0.1:5672/%2f`; the test script starts one).
+//! Each test uses its own queues and exchanges, and the broker-restart test its
+//! own vhost, so tests do not disturb each other.
+
+use std::collections::{BTreeSet, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::{json, Value};
+
+use crate::harness::{validate, Receiver, Sluice};
+
+pub fn url() -> String {
+    std::env::var("SLUICE_TEST_RABBITMQ")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// `url()` on vhost `vhost` instead.
+fn url_on(vhost: &str) -> String {
+    let base = url();
+    let at = base.rfind('/').unwrap();
+    format!("{}/{vhost}", &base[..at])
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+pub async fn channel(url: &str) -> (Connection, Channel) {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+/// A durable queue `name`, bound to `exchange` with `key` when given.
+pub async fn queue(ch: &Channel, name: &str, bind: Option<(&str, &str)>) {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    if let Some((exchange, key)) = bind {
+        ch.queue_bind(
+            name.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Publish every message to the default exchange's `queue`, with confirms
+/// (pipelined: waited for every 2,000).
+pub async fn publish_all(ch: &Channel, queue: &str, messages: Vec<(Vec<u8>, BasicProperties)>) {
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (i, (body, props)) in messages.into_iter().enumerate() {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            &body,
+            props.with_delivery_mode(2),
+        )
+        .await
+        .unwrap();
+        if i % 2000 == 1999 {
+            ch.wait_for_confirms().await.unwrap();
+        }
+    }
+    ch.wait_for_confirms().await.unwrap();
+}
+
+/// Delete what a test declared on the machine's broker (a failed test leaves its
+/// names behind, for a look).
+async fn remove(queues: &[&str], exchanges: &[&str]) {
+    let (_conn, ch) = channel(&url()).await;
+    for q in queues {
+        let _ = ch
+            .queue_delete((*q).into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for x in exchanges {
+        let _ = ch
+            .exchange_delete((*x).into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+}
+
+fn headers(h: &[(&str, &str)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in h {
+        t.insert(
+            ShortString::from(*k),
+            AMQPValue::LongString(LongString::from(*v)),
+        );
+    }
+    t
+}
+
+fn ce_props(id: &str, ty: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_headers(headers(&[
+            ("cloudEvents_specversion", "1.0"),
+            ("cloudEvents_id", id),
+            ("cloudEvents_source", "/shop"),
+            ("cloudEvents_type", ty),
+            ("cloudEvents_tenant", "acme"),
+        ]))
+}
+
+fn numbered(n: u64) -> (Vec<u8>, BasicProperties) {
+    (
+        json!({"n": n}).to_string().into_bytes(),
+        BasicProperties::default(),
+    )
+}
+
+/// Distinct `data.n` values the receiver got, and how many deliveries in all.
+fn distinct(recv: &Receiver) -> (HashSet<u64>, usize) {
+    let got = recv.delivered();
+    let set = got.iter().filter_map(|r| r.json()["n"].as_u64()).collect();
+    (set, got.len())
+}
+
+async fn wait_distinct(recv: &Receiver, n: usize, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (set, total) = distinct(recv);
+        if set.len() >= n {
+            return total;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} distinct messages arrived",
+            set.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A sum of a metric's samples whose line starts with `prefix`.
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn source_to_http(queue: &str, target: &str, extra: &str) -> String {
+    format!(
+        "sources:\n  - name: src\n    type: rabbitmq\n    url: \"{}\"\n    queue: {queue}\n{extra}\
+targets:\n  - name: fn\n    type: http\n    url: {}\n    concurrency: 64\n\
+rules:\n  - name: all\n    targets: [fn]\n    retry: {{ max_attempts: 1000, backoff: {{ initial: 50ms, max: 500ms }} }}\n",
+        url(),
+        target
+    )
+}
+
+/// Bad settings are `sluice validate` errors with their path and line.
+#[test]
+fn bad_rabbitmq_settings_are_validate_errors_with_path_and_line() {
+    let text = "\
+sources:
+  - name: a
+    type: rabbitmq
+    url: http://127.0.0.1:5672/
+    queue: \"\"
+    prefetch: 0
+    declare:
+      arguments: { x-queue-type: quorum, x-max-length: \"ten\", x-custom: [1, 2] }
+    bindings: [{ exchange: \"\", routing_key: \"order.*\" }]
+  - name: b
+    type: rabbitmq
+    url: amqp://127.0.0.1:5672/%2f
+    queue: q
+    bindings: [{ routing_key: \"order.*\" }]
+targets:
+  - name: t
+    type: rabbitmq
+    url: amqps://
+    exchange: shop
+    routing_key: \"{type\"
+";
+    let (code, _, stderr) = validate(text);
+    assert_eq!(code, 1, "{stderr}");
+    for want in [
+        "sources[0].url: \"http://127.0.0.1:5672/\" is not a URL starting with amqp:// or amqps:// (line 4",
+        "sources[0].queue: must not be empty (line 5",
+        "sources[0].prefetch: must be between 1 and 65535 (line 6",
+        "sources[0].declare.arguments.x-max-length: RabbitMQ expects x-max-length as integer, found string (line 8",
+        "sources[0].declare.arguments.x-custom: unknown argument type: a list or map",
+        "sources[0].bindings[0].exchange: name the exchange to bind to",
+        "sources[1].bindings[0]: missing field `exchange` (line 14",
+        "targets[0].url: \"amqps://\" is not a URL starting with amqp:// or amqps://",
+        "targets[0].routing_key: `{` at byte 0 is never closed (line 20",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("x-queue-type"), "{stderr}");
+}
+
+/// 10,000 messages of every kind: binary CloudEvents (both header spellings),
+/// structured, plain JSON, plain bytes and broken CloudEvents headers. The rule
+/// keeps `order.created` events and plain JSON messages flagged `keep`; exactly
+/// those arrive, with the mapped attributes; with `malformed: reject` the broken
+/// ones are in the source's dead-letter list and rejected on the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_every_kind_become_events_and_only_matches_arrive() {
+    let q = unique("mixed");
+    let dlq = format!("{q}-dead");
+    let (_conn, ch) = channel(&url()).await;
+    // The queue's dead-letter exchange (the default one, to `dlq`) takes rejects.
+    queue(&ch, &dlq, None).await;
+    let recv = Receiver::start().await;
+    let config = format!(
+        "sources:\n  - name: shop\n    type: rabbitmq\n    url: \"{}\"\n    queue: {q}\n    malformed: reject\n    event_type: com.example.plain\n    declare: {{ durable: true, arguments: {{ x-dead-letter-exchange: \"\", x-dead-letter-routing-key: {dlq} }} }}\n\
+targets:\n  - name: fn\n    type: http\n    url: {}\n    concurrency: 64\n\
+rules:\n  - name: keep\n    filter:\n      filters:\n        - any:\n          - exact: {{ type: order.created }}\n          - exact: {{ data.keep: \"true\" }}\n    targets: [fn]\n",
+        url(),
+        recv.url()
+    );
+    let sluice = Sluice::start(&config).await;
+    let mut expected = BTreeSet::new();
+    let mut messages = Vec::new();
+    for i in 0..10_000u64 {
+        let body = json!({"n": i}).to_string().into_bytes();
+        let m = match i % 6 {
+            0 => {
+                expected.insert(format!("b-{i}"));
+                (body, ce_props(&format!("b-{i}"), "order.created"))
+            }
+            1 => (body, ce_props(&format!("b-{i}"), "order.deleted")),
+            2 => {
+                let e = json!({"specversion": "1.0", "id": format!("s-{i}"), "source": "/s", "type": "order.created", "data": {"n": i}});
+                expected.insert(format!("s-{i}"));
+                (
+                    e.to_string().into_bytes(),
+                    BasicProperties::default()
+                        .with_content_type("application/cloudevents+json".into()),
+                )
+            }
+            3 => {
+                if i % 2 == 0 {
+                    expected.insert(format!("plain-{i}"));
+                }
+                (
+                    json!({"keep": i % 2 == 0, "n": i}).to_string().into_bytes(),
+                    BasicProperties::default().with_timestamp(1_700_000_000),
+                )
+            }
+            4 => (vec![0xff, 0xfe, i as u8], BasicProperties::default()),
+            _ => (
+                // Claims to be a CloudEvent, lacks source and type.
+                json!({"keep": true, "n": i}).to_string().into_bytes(),
+                BasicProperties::default().with_headers(headers(&[
+                    ("cloudEvents:specversion", "1.0"),
+                    ("cloudEvents:id", "broken"),
+                ])),
+            ),
+        };
+        messages.push(m);
+    }
+    publish_all(&ch, &q, messages).await;
+    let got = recv
+        .wait_for(expected.len(), Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        recv.delivered().len(),
+        expected.len(),
+        "only the matching messages arrive"
+    );
+    let mut ids = BTreeSet::new();
+    for r in &got {
+        let id = r.header("ce-id").unwrap().to_owned();
+        if r.header("ce-type") == Some("com.example.plain") {
+            assert_eq!(r.header("ce-source"), Some(format!("amqp://{q}").as_str()));
+            assert_eq!(r.header("ce-amqproutingkey"), Some(q.as_str()));
+            assert_eq!(r.header("ce-time"), Some("2023-11-14T22:13:20Z"));
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(id.len(), 36, "a deterministic UUID: {id}");
+            ids.insert(format!("plain-{}", r.json()["n"]));
+        } else {
+            assert_eq!(r.header("ce-type"), Some("order.created"));
+            if id.starts_with("b-") {
+                assert_eq!(r.header("ce-tenant"), Some("acme"));
+                assert_eq!(r.header("ce-source"), Some("/shop"));
+            }
+            ids.insert(id);
+        }
+    }
+    assert_eq!(ids, expected);
+    // The broken ones: in the source's dead-letter list, and on the queue's DLX.
+    let broken = 10_000 / 6;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = ch
+            .queue_declare(
+                dlq.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        if q.message_count() as usize >= broken {
+            assert_eq!(q.message_count() as usize, broken);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} rejected", q.message_count());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listing = sluice
+        .get_json("/api/sources/shop/dead-letters?limit=1")
+        .await;
+    let first = &listing["dead_letters"][0];
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("required attribute is missing"),
+        "{listing}"
+    );
+    let status = sluice.get_json("/api/sources/shop").await;
+    assert_eq!(status["state"], "consuming", "{status}");
+    assert_eq!(status["rejected"], broken, "{status}");
+    remove(&[&q, &dlq], &[]).await;
+}
+
+/// `kill -9` in the middle of 50,000 messages: after a restart every message is
+/// delivered; the duplicates (what was durable but not yet acknowledged) are
+/// counted by the dedupe window, which keeps them from the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_no_message() {
+    let q = unique("crash");
+    let (_conn, ch) = channel(&url()).await;
+    queue(&ch, &q, None).await;
+    publish_all(&ch, &q, (0..50_000).map(numbered).collect()).await;
+    let recv = Receiver::start().await;
+    let mut sluice = Sluice::start(&source_to_http(&q, &recv.url(), "")).await;
+    wait_distinct(&recv, 15_000, Duration::from_secs(120)).await;
+    sluice.kill9();
+    let before = distinct(&recv).0.len();
+    sluice.spawn().await;
+    let total = wait_distinct(&recv, 50_000, Duration::from_secs(240)).await;
+    let dropped = metric(&sluice.metrics().await, "sluice_events_duplicate_total{");
+    let duplicates = total - 50_000;
+    eprintln!(
+        "kill -9 after {before} messages: {dropped} redelivered messages dropped as duplicates, \
+         {duplicates} duplicate deliveries of 50000"
+    );
+    // Redeliveries of what was durable were recognised by their ids.
+    assert!(duplicates < 1_000, "{duplicates} duplicates");
+    remove(&[&q], &[]).await;
+}
+
+/// A plain message that comes again (as a redelivery does: same body and
+/// properties, the broker's `x-delivery-count` header aside) has the same id, and
+/// the dedupe window drops it; a message that differs is another event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_again_keeps_its_id_and_is_dropped() {
+    let q = unique("again");
+    let (_conn, ch) = channel(&url()).await;
+    queue(&ch, &q, None).await;
+    let recv = Receiver::start().await;
+    let sluice = Sluice::start(&source_to_http(&q, &recv.url(), "")).await;
+    let again = BasicProperties::default().with_headers({
+        let mut h = FieldTable::default();
+        h.insert("x-delivery-count".into(), AMQPValue::LongInt(1));
+        h
+    });
+    publish_all(
+        &ch,
+        &q,
+        vec![numbered(1), numbered(2), (numbered(1).0, again)],
+    )
+    .await;
+    let got = recv.wait_for(2, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&sluice.metrics().await, "sluice_events_duplicate_total{") < 1 {
+        assert!(Instant::now() < deadline, "no duplicate counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recv.delivered().len(), 2);
+    assert_ne!(got[0].header("ce-id"), got[1].header("ce-id"));
+    remove(&[&q], &[]).await;
+}
+
+/// A stalled target bounds the backlog: the source stops taking deliveries past
+/// `max_backlog` (the rest stays on the broker); a shutdown gives back what was
+/// not acknowledged; after a restart, once the target is up, nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_target_pauses_consumption() {
+    let q = unique("backlog");
+    let (_conn, ch) = channel(&url()).await;
+    queue(&ch, &q, None).await;
+    let port = crate::harness::free_port();
+    let config = source_to_http(
+        &q,
+        &format!("http://127.0.0.1:{port}/invoke"),
+        "    prefetch: 100\n    max_backlog: 200\n",
+    );
+    let mut sluice = Sluice::start(&config).await;
+    publish_all(&ch, &q, (0..3_000).map(numbered).collect()).await;
+    // The target is down: sluice takes in about max_backlog (plus a batch) and stops.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let depth = sluice.stats("all.fn").await["depth"].as_u64().unwrap();
+    assert!(
+        (200..=300).contains(&depth),
+        "backlog {depth} should stop near max_backlog"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sluice.stats("all.fn").await["depth"].as_u64().unwrap(),
+        depth,
+        "consumption is paused"
+    );
+    let status = sluice.get_json("/api/sources/src").await;
+    assert_eq!(status["state"], "paused", "{status}");
+    let ready = ch
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count();
+    assert!(ready >= 2_500, "{ready} messages wait on the broker");
+    // SIGTERM: what sluice holds unacknowledged goes back to the queue; exactly
+    // what is durable was acknowledged.
+    let acked = status["acked"].as_u64().unwrap();
+    assert_eq!(acked, depth, "{status}");
+    assert_eq!(sluice.terminate(), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = ch
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count();
+        if u64::from(ready) == 3_000 - acked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ready} ready after shutdown, {acked} acked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sluice.spawn().await;
+    // The target comes up: everything arrives.
+    let recv = Receiver::start_on(port, None).await;
+    wait_distinct(&recv, 3_000, Duration::from_secs(120)).await;
+    remove(&[&q], &[]).await;
+}
+
+/// A declared rabbitmq vhost of its own, removed on drop.
+struct Vhost(String);
+
+impl Vhost {
+    fn new() -> Self {
+        let name = unique("sluice-test");
+        let ok = |args: &[&str]| {
+            let out = Command::new("rabbitmqctl").args(args).output().unwrap();
+            assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
+        };
+        ok(&["add_vhost", &name]);
+        ok(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Self(name)
+    }
+
+    /// Close every client connection to this vhost, as a broker restart does.
+    fn close_connections(&self) {
+        let out = Command::new("rabbitmqctl")
+            .args([
+                "close_all_connections",
+                "-p",
+                &self.0,
+                "test: broker restart",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.0])
+            .output();
+    }
+}
+
+/// Read `queue` with a plain consumer until `n` distinct `cloudEvents_id`s came
+/// (or `timeout`); returns the distinct ids and the messages read.
+async fn read_ids(url: &str, queue: &str, n: usize, timeout: Duration) -> (HashSet<String>, usize) {
+    let (_conn, ch) = channel(url).await;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "reader".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut ids = HashSet::new();
+    let mut read = 0;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while ids.len() < n {
+        let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, consumer.next()).await else {
+            break;
+        };
+        read += 1;
+        if let Some(AMQPValue::LongString(id)) = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("cloudEvents_id"))
+        {
+            ids.insert(String::from_utf8_lossy(id.as_bytes()).into_owned());
+        }
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    (ids, read)
+}
+
+/// Every connection closed (as in a broker restart) in the middle of 20,000
+/// messages going RabbitMQ -> sluice -> RabbitMQ: sluice reconnects by itself,
+/// `/readyz` says 503 meanwhile and 200 again after, and every message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_connections_reconnect_and_deliver_everything() {
+    let vhost = Vhost::new();
+    let url = url_on(&vhost.0);
+    let (_conn, ch) = channel(&url).await;
+    queue(&ch, "in", None).await;
+    queue(&ch, "out", None).await;
+    let messages = (0..20_000u64)
+        .map(|i| {
+            (
+                json!({"n": i}).to_string().into_bytes(),
+                ce_props(&format!("m-{i}"), "order.created"),
+            )
+        })
+        .collect();
+    publish_all(&ch, "in", messages).await;
+    drop(ch);
+    drop(_conn);
+    let config = format!(
+        "sources:\n  - name: src\n    type: rabbitmq\n    url: \"{url}\"\n    queue: in\n    prefetch: 200\n\
+targets:\n  - name: out\n    type: rabbitmq\n    url: \"{url}\"\n    exchange: \"\"\n    routing_key: out\n    batch: {{ max_events: 100 }}\n\
+rules:\n  - name: all\n    targets: [out]\n    retry: {{ max_attempts: 1000, backoff: {{ initial: 50ms, max: 500ms }} }}\n"
+    );
+    let sluice = Sluice::start(&config).await;
+    // Watch /readyz closely from before the connections are closed.
+    let saw_503 = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let saw = saw_503.clone();
+        let client = sluice.client.clone();
+        let readyz = sluice.url("/readyz");
+        tokio::spawn(async move {
+            loop {
+                if let Ok(r) = client.get(&readyz).send().await {
+                    if r.status() == 503 {
+                        saw.store(true, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Some of it through before the "restart".
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = sluice.get_json("/api/sources/src").await;
+        if status["acked"].as_u64().unwrap_or(0) >= 3_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    vhost.close_connections();
+    let (status, body) = sluice
+        .wait_readyz(Duration::from_secs(30), |s, _| s == 200)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (ids, read) = read_ids(&url, "out", 20_000, Duration::from_secs(180)).await;
+    watch.abort();
+    assert_eq!(
+        ids.len(),
+        20_000,
+        "distinct messages read back ({read} in all)"
+    );
+    let source = sluice.get_json("/api/sources/src").await;
+    assert!(source["connects"].as_u64().unwrap() >= 2, "{source}");
+    assert!(
+        saw_503.load(Ordering::SeqCst),
+        "/readyz never said 503 while reconnecting"
+    );
+    assert!(sluice
+        .log()
+        .contains("RabbitMQ connection lost; reconnecting."));
+    eprintln!(
+        "connections closed: {} messages read back for 20000, source connects {}",
+        read, source["connects"]
+    );
+}
+
+/// RabbitMQ -> transform -> RabbitMQ target on a topic exchange, read back by a
+/// plain consumer: CloudEvents headers or a structured body, routing keys from
+/// the template, persistence; an event no queue takes is a dead letter with
+/// reason `unroutable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_to_transform_to_rabbitmq_with_unroutable_dead_letters() {
+    let input = unique("in");
+    let exchange = unique("shop");
+    let (binary_q, structured_q) = (format!("{exchange}-b"), format!("{exchange}-s"));
+    let (_conn, ch) = channel(&url()).await;
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    queue(&ch, &binary_q, Some((&exchange, "order.reshaped.*"))).await;
+    queue(&ch, &structured_q, Some((&exchange, "structured.#"))).await;
+    let config = format!(
+        "sources:\n  - name: in\n    type: rabbitmq\n    url: \"{u}\"\n    queue: {input}\n    declare: {{ durable: false, auto_delete: true }}\n\
+targets:\n  - name: out\n    type: rabbitmq\n    url: \"{u}\"\n    exchange: {exchange}\n    routing_key: \"{{type}}.{{data.region}}\"\n  - name: out-s\n    type: rabbitmq\n    url: \"{u}\"\n    exchange: {exchange}\n    routing_key: \"structured.{{data.region}}\"\n    mode: structured\n    persistent: false\n\
+rules:\n  - name: reshape\n    filter: {{ pattern: {{ type: [order.created] }} }}\n    transform:\n      jq: '{{region: .data.region, total: (.data.amount * 2)}}'\n      set: {{ type: order.reshaped }}\n    targets: [out, out-s]\n",
+        u = url()
+    );
+    let sluice = Sluice::start(&config).await;
+    let (_conn2, pubch) = channel(&url()).await;
+    let mut messages = Vec::new();
+    for i in 0..20u64 {
+        let region = if i == 7 { "mars" } else { "eu" };
+        let body = json!({"region": region, "amount": i})
+            .to_string()
+            .into_bytes();
+        messages.push((body, ce_props(&format!("o-{i}"), "order.created")));
+    }
+    // Unroutable for `out`: its key order.reshaped.mars.x matches no binding.
+    messages[7].0 = json!({"region": "mars.x", "amount": 7})
+        .to_string()
+        .into_bytes();
+    publish_all(&pubch, &input, messages).await;
+
+    let (_rc, rch) = channel(&url()).await;
+    let mut consumer = rch
+        .basic_consume(
+            binary_q.as_str().into(),
+            "reader".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    while seen.len() < 19 {
+        let d = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+            .await
+            .expect("messages arrive")
+            .unwrap()
+            .unwrap();
+        let h = d.properties.headers().clone().unwrap();
+        let header = |k: &str| match h.inner().get(k) {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
+            _ => None,
+        };
+        assert_eq!(
+            header("cloudEvents_type").as_deref(),
+            Some("order.reshaped")
+        );
+        assert_eq!(header("cloudEvents_source").as_deref(), Some("/shop"));
+        assert_eq!(header("cloudEvents_tenant").as_deref(), Some("acme"));
+        assert_eq!(header("cloudEvents_specversion").as_deref(), Some("1.0"));
+        assert_eq!(d.routing_key.as_str(), "order.reshaped.eu");
+        assert_eq!(d.properties.delivery_mode(), &Some(2), "persistent");
+        assert_eq!(
+            d.properties.content_type().as_ref().map(|c| c.as_str()),
+            Some("application/json")
+        );
+        let body: Value = serde_json::from_slice(&d.data).unwrap();
+        let id = header("cloudEvents_id").unwrap();
+        let i: u64 = id.trim_start_matches("o-").parse().unwrap();
+        assert_eq!(body, json!({"region": "eu", "total": i * 2}));
+        d.ack(BasicAckOptions::default()).await.unwrap();
+        seen.insert(i);
+    }
+    assert!(!seen.contains(&7));
+    let letter = sluice
+        .first_dead_letter("reshape.out", Duration::from_secs(30))
+        .await;
+    assert_eq!(letter["event"]["id"], "o-7");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unroutable: no queue is bound"),
+        "{letter}"
+    );
+    assert_eq!(letter["attempts"].as_array().unwrap().len(), 1, "{letter}");
+    assert_eq!(letter["last_status"], 312, "NO_ROUTE: {letter}");
+
+    // The structured target: the event is the body.
+    let mut consumer = rch
+        .basic_consume(
+            structured_q.as_str().into(),
+            "reader-s".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("messages arrive")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d.properties.content_type().as_ref().map(|c| c.as_str()),
+        Some("application/cloudevents+json")
+    );
+    assert_ne!(d.properties.delivery_mode(), &Some(2), "persistent: false");
+    let event: Value = serde_json::from_slice(&d.data).unwrap();
+    assert_eq!(event["type"], "order.reshaped");
+    assert!(d.routing_key.as_str().starts_with("structured."));
+    remove(&[&binary_q, &structured_q], &[&exchange]).await;
+}
+
+/// A target exchange that does not exist holds deliveries: `/readyz` says 503 and
+/// why; once the exchange is declared, readiness turns 200 and the events waiting
+/// arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_exchange_holds_events_until_it_exists() {
+    let input = unique("hold-in");
+    let exchange = unique("hold-x");
+    let out = format!("{exchange}-q");
+    let config = format!(
+        "sources:\n  - name: in\n    type: rabbitmq\n    url: \"{u}\"\n    queue: {input}\n    declare: {{ durable: true }}\n\
+targets:\n  - name: mq\n    type: rabbitmq\n    url: \"{u}\"\n    exchange: {exchange}\n    routing_key: all\n\
+rules:\n  - name: r\n    targets: [mq]\n",
+        u = url()
+    );
+    let sluice = Sluice::start_unready(&config).await;
+    let (_, body) = sluice
+        .wait_readyz(Duration::from_secs(20), |status, body| {
+            status == 503 && body.to_string().contains("is not there")
+        })
+        .await;
+    assert!(body.to_string().contains(&exchange), "{body}");
+    let (_conn, ch) = channel(&url()).await;
+    publish_all(&ch, &input, (0..50).map(numbered).collect()).await;
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    queue(&ch, &out, Some((&exchange, "all"))).await;
+    sluice
+        .wait_readyz(Duration::from_secs(20), |status, _| status == 200)
+        .await;
+    let (_, read) = read_ids(&url(), &out, usize::MAX, Duration::from_secs(5)).await;
+    assert_eq!(read, 50, "the held events arrive");
+    remove(&[&input, &out], &[&exchange]).await;
+}
