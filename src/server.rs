@@ -24,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiError;
 
-/// Request heads larger than this get hyper's own bare 431; the middleware below
-/// answers with JSON from `server.max_header_bytes` up to here.
+mod bare;
+
+/// Request heads larger than this get hyper's own 431 (made JSON by [`bare`]); the
+/// middleware below answers from `server.max_header_bytes` up to here.
 const HARD_HEADER_LIMIT: usize = 256 * 1024;
 
 /// The answer to a connection over `server.max_connections`, written before it
@@ -88,7 +90,7 @@ pub async fn serve(
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = builder.serve_connection(TokioIo::new(bare::JsonErrors::new(stream)), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
