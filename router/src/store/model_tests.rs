@@ -87,7 +87,8 @@ fn reopen(path: &std::path::Path) -> Store {
     loop {
         match Store::open(path) {
             Ok(store) => return store,
-            Err(e) if std::time::Instant::now() < deadline && e.message.contains("lock") => {
+            // The store names the lock's holder ("another sluice process ... is using").
+            Err(e) if std::time::Instant::now() < deadline && e.message.contains("is using") => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(e) => panic!("{e}"),
