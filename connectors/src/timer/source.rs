@@ -372,4 +372,67 @@ mod tests {
         assert_eq!(e.time(), Some(&at));
         assert_eq!(timer.event(at).unwrap().id(), e.id());
     }
+
+    /// A timer on a real engine, on paused time: it fires each hour, and after
+    /// five hours down it catches up per `catch_up`, from a mark that outlived
+    /// `server.dedupe_window`.
+    #[tokio::test(start_paused = true)]
+    async fn timer_catches_up_after_downtime_on_paused_time() {
+        use sluice_router::engine::Engine;
+        use tokio_util::sync::CancellationToken;
+
+        for (mode, missed) in [("all", 5), ("latest", 1), ("none", 0)] {
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!(
+                "server: {{ data_dir: {}, dedupe_window: 1s }}\ntargets: [{{ name: t, type: discard }}]\nrules: [{{ name: r, targets: [t] }}]\n",
+                dir.path().display()
+            );
+            let engine = Engine::open(&crate::load(&text).unwrap()).unwrap();
+            let config: TimerSourceConfig = serde_yaml::from_str(&format!(
+                "name: hourly\nschedule: \"@every 1h\"\ncatch_up: {mode}\n"
+            ))
+            .unwrap();
+            let run = |hours: u64| {
+                let engine = engine.clone();
+                let config = config.clone();
+                async move {
+                    let shutdown = CancellationToken::new();
+                    let cx = engine
+                        .source("hourly", "default", shutdown.clone())
+                        .unwrap();
+                    let timer = TimerSource::new(&config, config.timetable().unwrap());
+                    let status = timer.status.clone();
+                    let task = tokio::spawn(Box::new(timer).run(cx.clone()));
+                    tokio::time::sleep(Duration::from_secs(hours * 3600 + 1)).await;
+                    shutdown.cancel();
+                    task.await.unwrap().unwrap();
+                    (
+                        status.status()["fired"].as_u64().unwrap(),
+                        cx.mark(COVERED).unwrap(),
+                    )
+                }
+            };
+            // A whole hour so the instants are not at the edge of the run.
+            let start = sluice_router::now_ms() as i64;
+            tokio::time::sleep(Duration::from_millis(
+                (3_600_000 - start.rem_euclid(3_600_000) + 1_800_000) as u64,
+            ))
+            .await;
+            let (fired, mark) = run(3).await;
+            assert_eq!(fired, 3, "{mode}");
+            let last = mark.unwrap();
+            assert_eq!(last % 3_600_000, 0);
+            assert!(now().timestamp_millis() - last < 3_600_000);
+            // Down for five hours, then up for a second.
+            tokio::time::sleep(Duration::from_secs(5 * 3600)).await;
+            let (fired, mark) = run(0).await;
+            assert_eq!(fired, missed, "{mode}");
+            let expect = if missed == 0 {
+                last
+            } else {
+                last + 5 * 3_600_000
+            };
+            assert_eq!(mark, Some(expect), "{mode}");
+        }
+    }
 }
