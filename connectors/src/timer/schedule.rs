@@ -63,8 +63,6 @@ fn field(text: &str, what: &str, min: u32, max: u32, names: &[&str]) -> Result<u
         let n: u32 = s
             .parse()
             .map_err(|_| format!("{what} field: {s:?} is not a number"))?;
-        // Weekday 7 is Sunday too.
-        let n = if names.len() == 7 && n == 7 { 0 } else { n };
         if n < min || n > max {
             return Err(format!("{what} field: {n} is not within {min}-{max}"));
         }
@@ -105,6 +103,15 @@ fn field(text: &str, what: &str, min: u32, max: u32, names: &[&str]) -> Result<u
     Ok(bits)
 }
 
+/// Weekday 7 is Sunday too (`5-7` is Friday to Sunday).
+fn sunday_is_7_too(bits: u64) -> u64 {
+    if bits & 1 << 7 != 0 {
+        (bits | 1) & !(1 << 7)
+    } else {
+        bits
+    }
+}
+
 fn full(min: u32, max: u32) -> u64 {
     (min..=max).fold(0, |b, n| b | 1 << n)
 }
@@ -138,7 +145,7 @@ impl Cron {
             hours: field(parts[2], "hour", 0, 23, &[])?,
             days: field(parts[3], "day", 1, 31, &[])?,
             months: field(parts[4], "month", 1, 12, &MONTHS)?,
-            weekdays: field(parts[5], "weekday", 0, 7, &WEEKDAYS)?,
+            weekdays: sunday_is_7_too(field(parts[5], "weekday", 0, 7, &WEEKDAYS)?),
             days_any: star(parts[3]),
             weekdays_any: star(parts[5]),
         })
