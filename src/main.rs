@@ -2,6 +2,8 @@
 
 mod admin;
 mod api;
+#[cfg(feature = "timer")]
+mod schedule;
 mod serve;
 mod server;
 mod test_rule;
@@ -57,6 +59,25 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
+    /// Print the next fire instants of a timer schedule (RFC 3339 with the zone's
+    /// offset, one a line), daylight-saving transitions included.
+    #[cfg(feature = "timer")]
+    Schedule {
+        /// A cron expression (6 fields, seconds first, or 5), `@every 30s`, `@daily`...
+        #[arg(long)]
+        cron: String,
+        /// IANA time zone the expression is read in.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// Start after this RFC 3339 instant (default: now).
+        #[arg(long)]
+        from: Option<String>,
+        /// How many instants.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        #[arg(long, value_enum, default_value = "text")]
+        format: schedule::Format,
+    },
 }
 
 /// jemalloc: the event path allocates many small short-lived buffers, and the
@@ -90,6 +111,23 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        #[cfg(feature = "timer")]
+        Command::Schedule {
+            cron,
+            tz,
+            from,
+            count,
+            format,
+        } => match schedule::run(&cron, &tz, from.as_deref(), count, format) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::TestRule {
             config,
             rule,

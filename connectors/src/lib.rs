@@ -24,6 +24,8 @@ pub mod postgres;
 pub mod rabbitmq;
 #[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(feature = "timer")]
+pub mod timer;
 
 mod discard;
 
@@ -112,6 +114,9 @@ pub enum SourceConfig {
     /// A RabbitMQ queue, consumed with manual acknowledgements.
     #[cfg(feature = "rabbitmq")]
     Rabbitmq(rabbitmq::config::RabbitmqSourceConfig),
+    /// Fires an event on a cron schedule, an interval or once.
+    #[cfg(feature = "timer")]
+    Timer(timer::config::TimerSourceConfig),
 }
 
 /// A place that subscriptions deliver to, by `type` (one variant per connector).
@@ -152,7 +157,7 @@ fn left_out(v: &mut Validator<'_>, path: &str, tag: &str) {
 }
 
 impl SourceEntry for SourceConfig {
-    const TYPES: &'static [&'static str] = &["http", "kafka", "rabbitmq"];
+    const TYPES: &'static [&'static str] = &["http", "kafka", "rabbitmq", "timer"];
 
     fn parse(
         tag: &str,
@@ -167,6 +172,8 @@ impl SourceEntry for SourceConfig {
             "kafka" => v.section(value, path).map(Self::Kafka),
             #[cfg(feature = "rabbitmq")]
             "rabbitmq" => v.section(value, path).map(Self::Rabbitmq),
+            #[cfg(feature = "timer")]
+            "timer" => v.section(value, path).map(Self::Timer),
             other => {
                 let _ = value;
                 left_out(v, path, other);
@@ -269,6 +276,8 @@ impl SourceConfig {
             Self::Kafka(ref c) => c,
             #[cfg(feature = "rabbitmq")]
             Self::Rabbitmq(ref c) => c,
+            #[cfg(feature = "timer")]
+            Self::Timer(ref c) => c,
         }
     }
 }

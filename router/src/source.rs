@@ -28,6 +28,8 @@ pub struct SourceContext {
     shutdown: CancellationToken,
     /// The source's positions (`None` with `server.dedupe_window: 0s`).
     progress: Option<Progress>,
+    /// The same tree whatever the window, for [`SourceContext::publish_marked`].
+    marks: Progress,
 }
 
 /// What a running source says about itself, for `GET /api/sources/{name}` and
@@ -79,6 +81,7 @@ impl SourceContext {
         engine: Arc<Engine>,
         shutdown: CancellationToken,
         progress: Option<Progress>,
+        marks: Progress,
     ) -> Self {
         Self {
             name: name.to_owned(),
@@ -86,6 +89,7 @@ impl SourceContext {
             engine,
             shutdown,
             progress,
+            marks,
         }
     }
 
@@ -157,6 +161,38 @@ impl SourceContext {
             .get(key)?
             .filter(|at| at.written_ms.saturating_add(window) > now)
             .map(|at| at.position))
+    }
+
+    /// Publish `events` like [`SourceContext::publish`] (replays within
+    /// `server.dedupe_window` dropped by `source` + `id`) and store `marks`
+    /// (key, value) after them, durable with them even when no event was queued.
+    ///
+    /// Positions ([`SourceContext::publish_at`]) are replay markers: they expire
+    /// with the dedupe window, on purpose, and are not kept at all with the window
+    /// at 0. A mark is a fact the source must keep across any downtime, read back
+    /// by [`SourceContext::mark`] whatever its age: a timer's last fired instant,
+    /// so a daily timer down for two days with `catch_up: all` knows what it
+    /// missed, and a restart never fires an instant twice.
+    pub async fn publish_marked(
+        &self,
+        events: &[Event],
+        marks: &[(Vec<u8>, i64)],
+    ) -> Result<usize, PublishError> {
+        let replays = Replays::Marked {
+            progress: &self.marks,
+            positions: marks,
+        };
+        let published = self
+            .engine
+            .publish(&self.bus, &self.name, events, replays)
+            .await?;
+        Ok(published.queued)
+    }
+
+    /// The mark stored under `key` by [`SourceContext::publish_marked`], however
+    /// long ago.
+    pub fn mark(&self, key: &[u8]) -> Result<Option<i64>, StoreError> {
+        Ok(self.marks.get(key)?.map(|at| at.position))
     }
 
     /// Count `n` records read again and skipped because this source holds them

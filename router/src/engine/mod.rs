@@ -113,6 +113,13 @@ pub(crate) enum Replays<'a> {
         progress: &'a Progress,
         positions: &'a [(Vec<u8>, i64)],
     },
+    /// By the event key, as [`Replays::ByKey`], and `positions` stored after these
+    /// events and made durable with them, even when no event was written: marks
+    /// a source reads back whatever their age (a timer's last fired instant).
+    Marked {
+        progress: &'a Progress,
+        positions: &'a [(Vec<u8>, i64)],
+    },
 }
 
 /// Why the engine could not be opened.
@@ -247,17 +254,15 @@ impl Engine {
         bus: &str,
         shutdown: CancellationToken,
     ) -> Result<SourceContext, StoreError> {
-        let progress = if self.dedupe_window_ms > 0 {
-            Some(self.store.progress(name)?)
-        } else {
-            None
-        };
+        let marks = self.store.progress(name)?;
+        let progress = (self.dedupe_window_ms > 0).then(|| marks.clone());
         Ok(SourceContext::new(
             name,
             bus,
             self.clone(),
             shutdown,
             progress,
+            marks,
         ))
     }
 
@@ -327,7 +332,7 @@ impl Engine {
     ) -> Result<Published, PublishError> {
         let now = now_ms();
         let window_ms = match replays {
-            Replays::ByKey => self.dedupe_window_ms,
+            Replays::ByKey | Replays::Marked { .. } => self.dedupe_window_ms,
             Replays::ByPosition { .. } => 0,
         };
         let mut scratch = Scratch::default();
@@ -390,6 +395,10 @@ impl Engine {
         if let Replays::ByPosition {
             progress,
             positions,
+        }
+        | Replays::Marked {
+            progress,
+            positions,
         } = replays
         {
             // After the records they cover: sled recovers writes in order.
@@ -403,7 +412,8 @@ impl Engine {
                 )?;
             }
         }
-        if written > 0 {
+        let marked = matches!(replays, Replays::Marked { positions, .. } if !positions.is_empty());
+        if written > 0 || marked {
             self.store.commit().await?;
         }
         for (sub, _) in per_sub {
