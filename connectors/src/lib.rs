@@ -112,6 +112,10 @@ pub enum SourceConfig {
     /// A RabbitMQ queue, consumed with manual acknowledgements.
     #[cfg(feature = "rabbitmq")]
     Rabbitmq(rabbitmq::config::RabbitmqSourceConfig),
+    /// Object events of an S3-compatible bucket: its notifications, posted to
+    /// `POST /sources/{name}/notifications` (`mode: notify`).
+    #[cfg(feature = "s3")]
+    S3(s3::source_config::S3SourceConfig),
 }
 
 /// A place that subscriptions deliver to, by `type` (one variant per connector).
@@ -152,7 +156,7 @@ fn left_out(v: &mut Validator<'_>, path: &str, tag: &str) {
 }
 
 impl SourceEntry for SourceConfig {
-    const TYPES: &'static [&'static str] = &["http", "kafka", "rabbitmq"];
+    const TYPES: &'static [&'static str] = &["http", "kafka", "rabbitmq", "s3"];
 
     fn parse(
         tag: &str,
@@ -167,6 +171,8 @@ impl SourceEntry for SourceConfig {
             "kafka" => v.section(value, path).map(Self::Kafka),
             #[cfg(feature = "rabbitmq")]
             "rabbitmq" => v.section(value, path).map(Self::Rabbitmq),
+            #[cfg(feature = "s3")]
+            "s3" => v.section(value, path).map(Self::S3),
             other => {
                 let _ = value;
                 left_out(v, path, other);
@@ -269,6 +275,8 @@ impl SourceConfig {
             Self::Kafka(ref c) => c,
             #[cfg(feature = "rabbitmq")]
             Self::Rabbitmq(ref c) => c,
+            #[cfg(feature = "s3")]
+            Self::S3(ref c) => c,
         }
     }
 }
