@@ -16,3 +16,4 @@ mod postgres;
 mod rabbitmq;
 mod rules;
 mod s3;
+mod s3_events;
