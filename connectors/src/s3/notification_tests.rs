@@ -143,7 +143,8 @@ fn a_batch_maps_every_record_in_order() {
 fn bad_bodies_name_the_field() {
     let good = || -> Value { serde_json::from_str(S3).unwrap() };
     let m = Mapping::default();
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Change, &str)> = vec![
         (
             Box::new(|v| {
                 v["Records"][0]["s3"]["object"]
