@@ -239,10 +239,13 @@ async fn accept(
 /// What the routes of webhook sources (`POST /sources/{name}/...` of other
 /// connectors: bucket notifications, ...) share with ingest: the ingest token, the
 /// body limit (`server.max_batch_bytes`) and budget, the bus's room, refusals
-/// counted, the error JSON. The connector only parses.
+/// counted, the error JSON. The connector only parses. (Compiled with the
+/// connectors that serve such routes.)
+#[cfg(feature = "s3")]
 #[derive(Clone)]
 pub(crate) struct Webhook(IngestState);
 
+#[cfg(feature = "s3")]
 impl Webhook {
     pub(crate) fn new(cx: SourceContext) -> Self {
         let server = cx.server().clone();
