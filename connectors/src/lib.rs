@@ -117,6 +117,10 @@ pub enum SourceConfig {
     /// Fires an event on a cron schedule, an interval or once.
     #[cfg(feature = "timer")]
     Timer(timer::config::TimerSourceConfig),
+    /// Object events of an S3-compatible bucket: its notifications, posted to
+    /// `POST /sources/{name}/notifications` (`mode: notify`).
+    #[cfg(feature = "s3")]
+    S3(s3::source_config::S3SourceConfig),
 }
 
 /// A place that subscriptions deliver to, by `type` (one variant per connector).
@@ -157,7 +161,7 @@ fn left_out(v: &mut Validator<'_>, path: &str, tag: &str) {
 }
 
 impl SourceEntry for SourceConfig {
-    const TYPES: &'static [&'static str] = &["http", "kafka", "rabbitmq", "timer"];
+    const TYPES: &'static [&'static str] = &["http", "kafka", "rabbitmq", "s3", "timer"];
 
     fn parse(
         tag: &str,
@@ -174,6 +178,8 @@ impl SourceEntry for SourceConfig {
             "rabbitmq" => v.section(value, path).map(Self::Rabbitmq),
             #[cfg(feature = "timer")]
             "timer" => v.section(value, path).map(Self::Timer),
+            #[cfg(feature = "s3")]
+            "s3" => v.section(value, path).map(Self::S3),
             other => {
                 let _ = value;
                 left_out(v, path, other);
@@ -278,6 +284,8 @@ impl SourceConfig {
             Self::Rabbitmq(ref c) => c,
             #[cfg(feature = "timer")]
             Self::Timer(ref c) => c,
+            #[cfg(feature = "s3")]
+            Self::S3(ref c) => c,
         }
     }
 }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::engine::{BacklogFull, Engine, Metrics, PublishError, Replays};
+use crate::engine::{BacklogFull, Engine, Metrics, PublishError, Published, Replays};
 use crate::error::ErrorClass;
 use crate::event::Event;
 use crate::store::{Progress, StoreError};
@@ -117,6 +117,14 @@ impl SourceContext {
             .publish(&self.bus, &self.name, events, Replays::ByKey)
             .await?;
         Ok(published.queued)
+    }
+
+    /// [`SourceContext::publish`], telling also how many of the events matched a
+    /// rule (for sources that answer their caller with it).
+    pub async fn publish_counted(&self, events: &[Event]) -> Result<Published, PublishError> {
+        self.engine
+            .publish(&self.bus, &self.name, events, Replays::ByKey)
+            .await
     }
 
     /// Whether this source keeps replay positions (see [`SourceContext::publish_at`]).

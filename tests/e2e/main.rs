@@ -16,4 +16,5 @@ mod postgres;
 mod rabbitmq;
 mod rules;
 mod s3;
+mod s3_events;
 mod timer;

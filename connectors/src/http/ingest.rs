@@ -235,3 +235,77 @@ async fn accept(
     let matched = publish(&state.door, bus, std::slice::from_ref(&event)).await?;
     Ok((1, matched))
 }
+
+/// What the routes of webhook sources (`POST /sources/{name}/...` of other
+/// connectors: bucket notifications, ...) share with ingest: the ingest token, the
+/// body limit (`server.max_batch_bytes`) and budget, the bus's room, refusals
+/// counted, the error JSON. The connector only parses. (Compiled with the
+/// connectors that serve such routes.)
+#[cfg(feature = "s3")]
+#[derive(Clone)]
+pub(crate) struct Webhook(IngestState);
+
+#[cfg(feature = "s3")]
+impl Webhook {
+    pub(crate) fn new(cx: SourceContext) -> Self {
+        let server = cx.server().clone();
+        Self(IngestState::new(Door::Source(cx), &server))
+    }
+
+    /// The largest event, for parsers that check each event they make.
+    pub(crate) fn max_event_bytes(&self) -> usize {
+        self.0.max_event_bytes
+    }
+
+    /// Check the token and the bus's room, read the body, `parse` it, publish what
+    /// it made: `202 {"accepted": N, "matched": M}` once durable, or `200` with
+    /// nothing published when `parse` says the body carries no events (`None`:
+    /// a test notification). A bad body publishes nothing.
+    pub(crate) async fn receive<F>(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        parse: F,
+    ) -> Result<axum::response::Response, ApiError>
+    where
+        F: FnOnce(&[u8]) -> Result<Option<Vec<Event>>, ApiError>,
+    {
+        let Door::Source(cx) = &self.0.door else {
+            return Err(ApiError::unavailable("a webhook without its source"));
+        };
+        check_bearer(headers, self.0.token.as_deref())?;
+        cx.room().map_err(|full| backlog_full(&full))?;
+        let read = body::read(
+            headers,
+            body,
+            self.0.max_batch_bytes,
+            self.0.body_budget,
+            "the body",
+        )
+        .await;
+        let parsed = read.and_then(|read| Ok((parse(&read.bytes)?, read)));
+        let (events, _held) = match parsed {
+            Ok((Some(events), read)) => (events, read),
+            Ok((None, _)) => {
+                return Ok(
+                    (StatusCode::OK, Json(json!({"accepted": 0, "matched": 0}))).into_response()
+                )
+            }
+            Err(e) => {
+                if e.status.is_client_error() {
+                    cx.refused();
+                }
+                return Err(e);
+            }
+        };
+        let published = cx
+            .publish_counted(&events)
+            .await
+            .map_err(ApiError::unavailable)?;
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "accepted": events.len(), "matched": published.matched })),
+        )
+            .into_response())
+    }
+}

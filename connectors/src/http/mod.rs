@@ -10,6 +10,8 @@ mod sink;
 
 pub use error::{check_bearer, ApiError};
 pub use ingest::routes;
+#[cfg(feature = "s3")]
+pub(crate) use ingest::Webhook;
 pub use sink::HttpSink;
 #[cfg(feature = "elasticsearch")]
 pub(crate) use sink::{client, humantime_secs, parse_retry_after, root_cause};

@@ -184,7 +184,19 @@ fn validate(c: &mut Validator<'_>, at: &str, t: &S3TargetConfig) {
             format!("{key:?} is not an object key: no leading, trailing or double `/`"),
         );
     }
-    let b = &t.bucket;
+    if let Err(e) = check_bucket(&t.bucket) {
+        c.push(format!("{at}.bucket"), e);
+    }
+    if t.part_bytes < 5 * 1024 * 1024 {
+        c.push(
+            format!("{at}.part_bytes"),
+            "must be at least 5 MiB (5242880), S3's smallest part",
+        );
+    }
+}
+
+/// Whether `b` is an S3 bucket name; `Err` says what is wrong.
+pub(crate) fn check_bucket(b: &str) -> Result<(), String> {
     if b.len() < 3
         || b.len() > 63
         || !b
@@ -194,15 +206,7 @@ fn validate(c: &mut Validator<'_>, at: &str, t: &S3TargetConfig) {
         || !b.ends_with(|c: char| c.is_ascii_alphanumeric())
         || b.contains("..")
     {
-        c.push(
-            format!("{at}.bucket"),
-            format!("{b:?} is not a bucket name: 3 to 63 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"),
-        );
+        return Err(format!("{b:?} is not a bucket name: 3 to 63 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"));
     }
-    if t.part_bytes < 5 * 1024 * 1024 {
-        c.push(
-            format!("{at}.part_bytes"),
-            "must be at least 5 MiB (5242880), S3's smallest part",
-        );
-    }
+    Ok(())
 }
