@@ -17,7 +17,7 @@
 //! - `subject`: the object key, URL-decoded (notifications encode keys, `+` for
 //!   a space);
 //! - `time`: `eventTime`;
-//! - `id`: see [`record_id`];
+//! - `id`: see `record_id` below;
 //! - `data`: the record as received; an OSS record also gets an `s3` member, a
 //!   copy of its `oss` member, so `data.s3.object.size` means the same for every
 //!   store.
