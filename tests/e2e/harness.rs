@@ -286,6 +286,24 @@ impl Sluice {
         }
     }
 
+    /// A paused source: after 3 s subscription `name` holds a depth within
+    /// `near` (its bound plus what was in flight), and a second later the same.
+    pub async fn backlog_holds(&self, name: &str, near: std::ops::RangeInclusive<u64>) -> u64 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let depth = self.stats(name).await["depth"].as_u64().unwrap();
+        assert!(
+            near.contains(&depth),
+            "backlog {depth} should stop near max_backlog"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            self.stats(name).await["depth"].as_u64().unwrap(),
+            depth,
+            "consumption is paused"
+        );
+        depth
+    }
+
     /// The stats object of subscription `name` from the admin API.
     pub async fn stats(&self, name: &str) -> serde_json::Value {
         self.get_json(&format!("/api/subscriptions/{name}")).await["stats"].clone()

@@ -103,6 +103,21 @@ pub async fn publish_all(ch: &Channel, queue: &str, messages: Vec<(Vec<u8>, Basi
     ch.wait_for_confirms().await.unwrap();
 }
 
+/// Messages ready on `queue` (a passive declare: the queue must exist).
+async fn ready_count(ch: &Channel, queue: &str) -> u32 {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
 /// Delete what a test declared on the machine's broker (a failed test leaves its
 /// names behind, for a look).
 async fn remove(queues: &[&str], exchanges: &[&str]) {
@@ -328,22 +343,12 @@ rules:\n  - name: keep\n    filter:\n      filters:\n        - any:\n          -
     let broken = 10_000 / 6;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let q = ch
-            .queue_declare(
-                dlq.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        if q.message_count() as usize >= broken {
-            assert_eq!(q.message_count() as usize, broken);
+        let rejected = ready_count(&ch, &dlq).await as usize;
+        if rejected >= broken {
+            assert_eq!(rejected, broken);
             break;
         }
-        assert!(Instant::now() < deadline, "{} rejected", q.message_count());
+        assert!(Instant::now() < deadline, "{rejected} rejected");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let listing = sluice
@@ -440,32 +445,10 @@ async fn a_stalled_target_pauses_consumption() {
     let mut sluice = Sluice::start(&config).await;
     publish_all(&ch, &q, (0..3_000).map(numbered).collect()).await;
     // The target is down: sluice takes in about max_backlog (plus a batch) and stops.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let depth = sluice.stats("all.fn").await["depth"].as_u64().unwrap();
-    assert!(
-        (200..=300).contains(&depth),
-        "backlog {depth} should stop near max_backlog"
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        sluice.stats("all.fn").await["depth"].as_u64().unwrap(),
-        depth,
-        "consumption is paused"
-    );
+    let depth = sluice.backlog_holds("all.fn", 200..=300).await;
     let status = sluice.get_json("/api/sources/src").await;
     assert_eq!(status["state"], "paused", "{status}");
-    let ready = ch
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count();
+    let ready = ready_count(&ch, &q).await;
     assert!(ready >= 2_500, "{ready} messages wait on the broker");
     // SIGTERM: what sluice holds unacknowledged goes back to the queue; exactly
     // what is durable was acknowledged.
@@ -474,18 +457,7 @@ async fn a_stalled_target_pauses_consumption() {
     assert_eq!(sluice.terminate(), Some(0));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ready = ch
-            .queue_declare(
-                q.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap()
-            .message_count();
+        let ready = ready_count(&ch, &q).await;
         if u64::from(ready) == 3_000 - acked {
             break;
         }
