@@ -165,3 +165,25 @@ rules:\n  - name: work\n    targets: [bad]\n  - name: ops\n    bus: system\n    
     let pager = sluice.stats("pager.bad").await;
     assert_eq!(pager["dead_lettered_total"], got.len() as u64, "{pager}");
 }
+
+#[test]
+fn bad_system_event_and_delay_settings_are_validate_errors_with_their_path() {
+    let (code, _, stderr) = crate::harness::validate(
+        "server:\n  max_delay: 0s\n  system_events:\n    backlog_threshold: 0\n    dead_letter_interval: 0s\n    name: two words\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    for want in [
+        "server.system_events.backlog_threshold: must be greater than 0",
+        "server.system_events.dead_letter_interval: must be greater than 0",
+        "server.system_events.name: must be a host name",
+    ] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+    let (code, _, stderr) =
+        crate::harness::validate("server:\n  system_events:\n    threshold: 5\n");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("threshold"), "{stderr}");
+    let (code, _, stderr) = crate::harness::validate("server:\n  max_delay: a while\n");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("server.max_delay"), "{stderr}");
+}
