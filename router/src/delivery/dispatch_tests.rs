@@ -17,7 +17,6 @@ use crate::engine::{Engine, Replays};
 use crate::event::{Event, EventFields, RawData};
 use crate::sink::{Sink, SinkError};
 use crate::store::Store;
-use cloudevents::AttributesWriter;
 
 /// Which events fail: given `data.n` and the 1-based call number.
 type FailWith = Box<dyn Fn(u64, usize) -> Option<SinkError> + Send>;
