@@ -158,23 +158,23 @@ impl Seen {
                 out.push(notice("subscription.dead_lettered", &sub.name, data));
             }
         }
-        let targets = transitions(&mut self.targets, &view.targets);
-        let sources = transitions(&mut self.sources, &view.sources);
-        for (name, down, reason) in targets {
-            let ty = if down {
-                "target.unready"
-            } else {
-                "target.ready"
-            };
-            out.push(notice(ty, &name, json!({"target": name, "reason": reason})));
-        }
-        for (name, down, reason) in sources {
-            let ty = if down {
-                "source.disconnected"
-            } else {
-                "source.reconnected"
-            };
-            out.push(notice(ty, &name, json!({"source": name, "reason": reason})));
+        let changes = [
+            (
+                transitions(&mut self.targets, &view.targets),
+                "target",
+                ["target.ready", "target.unready"],
+            ),
+            (
+                transitions(&mut self.sources, &view.sources),
+                "source",
+                ["source.reconnected", "source.disconnected"],
+            ),
+        ];
+        for (changed, thing, types) in changes {
+            for (name, down, reason) in changed {
+                let data = json!({ thing: name, "reason": reason });
+                out.push(notice(types[usize::from(down)], &name, data));
+            }
         }
         out
     }
