@@ -301,6 +301,13 @@ async fn a_delayed_event_waits_for_its_time_behind_later_ready_ones() {
     publish(&engine, &[event(2)]).await;
     let stats = engine.subscription_handles()[0].queue.stats();
     assert_eq!((stats.depth, stats.retrying), (2, 1));
+    // Its age (retries' `max_age`) counts from when it comes due.
+    let queue = &engine.subscription_handles()[0].queue;
+    let all = queue
+        .lease(10, u64::MAX, &Default::default(), None)
+        .unwrap();
+    let since: Vec<u64> = all.iter().map(|l| l.record.enqueued_ms).collect();
+    assert!(since[0] >= since[1] + 3_000, "{since:?}");
     let sink = Arc::new(Recorder::default());
     let batch = BatchConfig {
         max_events: 1,

@@ -405,7 +405,10 @@ impl Engine {
             let raw =
                 RawValue::from_string(text).map_err(|e| PublishError::Encode(e.to_string()))?;
             let index = records.len();
-            records.push((Record::new(raw, now), event_key(event).into_bytes(), due));
+            // A delayed event's clock (retries' `max_age`, delivery latency)
+            // starts when it comes due, not while it waits on purpose.
+            let since = due.unwrap_or(now);
+            records.push((Record::new(raw, since), event_key(event).into_bytes(), due));
             for &rule in &matched {
                 for sub in &self.rule_subs[rule as usize] {
                     match per_sub.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sub)) {

@@ -46,9 +46,10 @@ impl Queue {
     /// every one. Returns, per event, whether it was appended. Not durable until
     /// [`super::Store::commit`] returns.
     ///
-    /// An event with a due time after `now_ms` (delayed delivery, see
-    /// [`Queue::enqueue_due`]) goes to the scheduled range instead of the ready
-    /// chunk; its key is remembered the same way.
+    /// An event with a due time after `now_ms` (delayed delivery: `deliverat` /
+    /// `delay`) goes to the scheduled range, where retries wait, instead of the
+    /// ready chunk (see the key layout in [`super::queue`]); its key is
+    /// remembered the same way.
     ///
     /// Plain inserts, record first and its key after: a sled batch would make the
     /// two atomic, but it stops every other reader and writer of the store while

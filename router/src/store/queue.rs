@@ -223,15 +223,9 @@ impl Queue {
         self.append_chunk(&[ser(record)])
     }
 
-    /// Append `record` to be delivered no earlier than `due_ms` (delayed delivery).
-    /// Not durable until [`super::Store::commit`] returns.
-    pub fn enqueue_due(&self, record: &Record, due_ms: u64) -> Result<(), StoreError> {
-        let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
-        self.append_due(vec![(due_ms, ser(record))])
-    }
-
     /// Insert serialised records into the scheduled range, each under its due
-    /// time; one seq names them all (identity: seq + index + count).
+    /// time (delayed delivery, from [`Queue::enqueue_all`]); one seq names them
+    /// all (identity: seq + index + count). The caller holds `state.append`.
     pub(super) fn append_due(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
