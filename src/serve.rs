@@ -240,7 +240,11 @@ pub async fn run(validated: Validated) -> anyhow::Result<Outcome> {
         tracing::info!("Shutting down: no new events; finishing deliveries in flight.");
         ready.store(false, Ordering::SeqCst);
         if let Some(system) = &system {
-            system.stopping().await;
+            // Bounded: a stuck store must not hold up the stop.
+            let said = tokio::time::timeout(std::time::Duration::from_secs(2), system.stopping());
+            if said.await.is_err() {
+                tracing::warn!("sluice.stopping was not published within 2s.");
+            }
         }
         stop.cancel();
     });

@@ -45,7 +45,7 @@ rules:\n  - name: work\n    targets: [slow]\n  - name: ops\n    bus: system\n   
         slow.url(),
         ops.url()
     );
-    let sluice = Sluice::start_with_server(
+    let mut sluice = Sluice::start_with_server(
         &config,
         "  system_events:\n    backlog_threshold: 5\n    name: node-1\n",
     )
@@ -89,6 +89,12 @@ rules:\n  - name: work\n    targets: [slow]\n  - name: ops\n    bus: system\n   
         of_type(&got, "sluice.subscription.backlog_recovered").len(),
         1
     );
+
+    // A stop says so: delivered before it, or after the next start at the latest.
+    assert_eq!(sluice.terminate(), Some(0));
+    sluice.spawn().await;
+    let stopping = wait_type(&ops, "sluice.stopping", Duration::from_secs(10)).await;
+    assert_eq!(stopping.header("ce-source"), Some("sluice://node-1"));
 }
 
 #[tokio::test]
