@@ -193,3 +193,29 @@ fn bad_system_event_and_delay_settings_are_validate_errors_with_their_path() {
     assert_eq!(code, 1);
     assert!(stderr.contains("server.max_delay"), "{stderr}");
 }
+
+/// A target that cannot be reached is `sluice.target.unready` with the reason;
+/// once something answers on its address, `sluice.target.ready`.
+#[tokio::test]
+async fn a_target_going_unready_and_ready_again_is_one_event_each() {
+    let ops = Receiver::start().await;
+    let port = crate::harness::free_port();
+    let config = format!(
+        "targets:\n  - name: search\n    type: elasticsearch\n    url: http://127.0.0.1:{port}\n    index: logs\n  \
+- name: ops\n    type: http\n    url: {}\n\
+rules:\n  - name: work\n    targets: [search]\n  - name: ops\n    bus: system\n    targets: [ops]\n",
+        ops.url()
+    );
+    let _sluice = Sluice::start_unready(&config).await;
+    let down = wait_type(&ops, "sluice.target.unready", Duration::from_secs(20)).await;
+    assert_eq!(down.header("ce-subject"), Some("search"));
+    let reason = down.json()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.starts_with("cannot reach"), "{reason}");
+    assert!(of_type(&ops.delivered(), "sluice.target.ready").is_empty());
+    // Something answers there now (any answer but 401 or 5xx will do for the
+    // target's check); the next check finds it.
+    let _up = Receiver::start_on(port, None).await;
+    let up = wait_type(&ops, "sluice.target.ready", Duration::from_secs(20)).await;
+    assert_eq!(up.header("ce-subject"), Some("search"));
+    assert_eq!(of_type(&ops.delivered(), "sluice.target.unready").len(), 1);
+}
