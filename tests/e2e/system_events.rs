@@ -145,6 +145,10 @@ rules:\n  - name: work\n    targets: [bad]\n  - name: ops\n    bus: system\n    
         assert!(s["count"].as_u64().unwrap() > 0);
         assert!(s["last_reason"].as_str().unwrap().contains("400"), "{s}");
     }
+    eprintln!(
+        "system events: 200 dead letters summarised in {} events over {done:?}",
+        summaries.len()
+    );
     // At most one per interval (3 s) while it lasted, plus the first.
     let bound = done.as_secs() / 3 + 2;
     assert!(
