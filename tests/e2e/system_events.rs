@@ -118,8 +118,14 @@ rules:\n  - name: work\n    targets: [bad]\n  - name: ops\n    bus: system\n    
     wait_type(&ops, "sluice.started", Duration::from_secs(10)).await;
 
     let posted = Instant::now();
+    // 200 dead letters over about 4.5 s: longer than one interval.
     let storm: Vec<serde_json::Value> = (0..200).map(|i| event(i, "job", json!({}))).collect();
-    assert_eq!(sluice.post_batch(&json!(storm)).await.status(), 202);
+    for (i, part) in storm.chunks(50).enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        assert_eq!(sluice.post_batch(&json!(part)).await.status(), 202);
+    }
     // Every dead letter counted, in summaries.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (summaries, done) = loop {
