@@ -324,6 +324,8 @@ impl Drop for Sluice {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the request arrived (wall clock).
+    pub at: std::time::SystemTime,
 }
 
 impl Received {
@@ -439,12 +441,13 @@ impl Receiver {
 }
 
 async fn handle(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let at = std::time::SystemTime::now();
     r.inner.lock().unwrap().arrived += 1;
     r.changed.notify_waiters();
     if let Some(g) = &r.gate {
         let _permit = g.acquire().await.unwrap();
     }
-    let received = Received { headers, body };
+    let received = Received { headers, body, at };
     let status = {
         let mut inner = r.inner.lock().unwrap();
         let status = inner.script.pop_front().unwrap_or(inner.then);

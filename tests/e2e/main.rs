@@ -2,6 +2,7 @@
 
 mod backpressure;
 mod config;
+mod delay;
 mod delivery;
 mod elasticsearch;
 mod first_hour;
@@ -17,4 +18,5 @@ mod rabbitmq;
 mod rules;
 mod s3;
 mod s3_events;
+mod system_events;
 mod timer;

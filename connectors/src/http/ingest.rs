@@ -17,7 +17,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 use sluice_router::config::ServerConfig;
-use sluice_router::engine::{BacklogFull, Ingest};
+use sluice_router::engine::{BacklogFull, Ingest, PublishError};
 use sluice_router::event::Event;
 use sluice_router::source::SourceContext;
 
@@ -172,13 +172,34 @@ async fn ingest(
 }
 
 /// Publish; returns how many of the events matched a rule (`None` where the door
-/// does not say).
-async fn publish(door: &Door, bus: &str, events: &[Event]) -> Result<Option<usize>, ApiError> {
+/// does not say). `batch`: the offset of `events` in the request's batch.
+async fn publish(
+    door: &Door,
+    bus: &str,
+    events: &[Event],
+    batch: Option<usize>,
+) -> Result<Option<usize>, ApiError> {
     let matched = match door {
         Door::Buses(ingest) => ingest.publish(bus, events).await.map(|p| Some(p.matched)),
-        Door::Source(cx) => cx.publish(events).await.map(|_| None),
+        Door::Source(cx) => cx.publish_counted(events).await.map(|_| None),
     };
-    matched.map_err(ApiError::unavailable)
+    matched.map_err(|e| publish_error(e, batch))
+}
+
+/// A failed publish as an answer: an event the engine refused (a bad
+/// `deliverat`/`delay`) is the caller's mistake, 400 naming the field (`[i].field`
+/// in a batch whose part starts at `batch`); anything else is sluice's.
+pub(crate) fn publish_error(e: PublishError, batch: Option<usize>) -> ApiError {
+    match e {
+        PublishError::Invalid { index, error } => {
+            let error = match batch {
+                Some(first) => error.within(&format!("[{}]", first + index)),
+                None => error,
+            };
+            ApiError::bad_event(error.field, error.message)
+        }
+        e => ApiError::unavailable(e),
+    }
 }
 
 /// Batches up to this many bytes are parsed whole and published at once; larger
@@ -209,7 +230,7 @@ async fn accept(
             let items = binding::batch_items(bytes, state.max_event_bytes)?;
             if bytes.len() <= BATCH_PART_BYTES {
                 let events = binding::batch_events(&items, 0)?;
-                let matched = publish(&state.door, bus, &events).await?;
+                let matched = publish(&state.door, bus, &events, Some(0)).await?;
                 return Ok((events.len(), matched));
             }
             for (i, raw) in items.iter().enumerate() {
@@ -225,14 +246,14 @@ async fn accept(
                     end += 1;
                 }
                 let events = binding::batch_events(&items[start..end], start)?;
-                let part = publish(&state.door, bus, &events).await?;
+                let part = publish(&state.door, bus, &events, Some(start)).await?;
                 matched = matched.zip(part).map(|(a, b)| a + b);
                 start = end;
             }
             return Ok((items.len(), matched));
         }
     };
-    let matched = publish(&state.door, bus, std::slice::from_ref(&event)).await?;
+    let matched = publish(&state.door, bus, std::slice::from_ref(&event), None).await?;
     Ok((1, matched))
 }
 
@@ -301,7 +322,7 @@ impl Webhook {
         let published = cx
             .publish_counted(&events)
             .await
-            .map_err(ApiError::unavailable)?;
+            .map_err(|e| publish_error(e, (events.len() > 1).then_some(0)))?;
         Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "accepted": events.len(), "matched": published.matched })),

@@ -291,6 +291,27 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(
     if server.max_backlog == 0 {
         c.push("server.max_backlog", "must be greater than 0");
     }
+    let system = &server.system_events;
+    if system.backlog_threshold == 0 {
+        c.push(
+            "server.system_events.backlog_threshold",
+            "must be greater than 0",
+        );
+    }
+    if system.dead_letter_interval.is_zero() {
+        c.push(
+            "server.system_events.dead_letter_interval",
+            "must be greater than 0",
+        );
+    }
+    if let Some(name) = &system.name {
+        if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || ch == '/') {
+            c.push(
+                "server.system_events.name",
+                "must be a host name: not empty, no spaces or slashes",
+            );
+        }
+    }
     if server.max_batch_bytes < server.max_event_bytes {
         c.push(
             "server.max_batch_bytes",
