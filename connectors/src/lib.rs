@@ -298,6 +298,15 @@ impl BuiltSource {
             routes: None,
         }
     }
+
+    /// A source that only serves routes (a webhook).
+    #[cfg(feature = "http")]
+    pub fn routes(routes: axum::Router) -> Self {
+        Self {
+            task: None,
+            routes: Some(routes),
+        }
+    }
 }
 
 impl SourceConfig {

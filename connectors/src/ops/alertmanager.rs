@@ -207,10 +207,7 @@ impl BuildSource for AlertmanagerSourceConfig {
                 webhook,
                 source: format!("sluice://alertmanager/{}", self.name),
             });
-        Ok(BuiltSource {
-            task: None,
-            routes: Some(routes),
-        })
+        Ok(BuiltSource::routes(routes))
     }
 }
 

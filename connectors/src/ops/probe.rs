@@ -70,7 +70,7 @@ impl EndpointState {
     }
 
     /// Count `check`; the transition it causes, if any (applied by
-    /// [`EndpointState::apply`] once its event is durable).
+    /// `apply` once its event is durable).
     pub fn observe(&mut self, check: &Check, at_ms: i64, failures: u32) -> Option<Transition> {
         self.last = Some((check.clone(), at_ms));
         if check.ok {

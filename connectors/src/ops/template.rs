@@ -5,6 +5,7 @@
 
 use http::HeaderMap;
 use serde_json::Value;
+use sluice_router::transform::name::{braced, Braced};
 
 /// A parsed template.
 #[derive(Debug, Clone)]
@@ -22,18 +23,14 @@ impl RequestTemplate {
     /// `{body.PATH}` is an error naming it.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut pieces = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            let Some(close) = rest[open..].find('}') else {
-                return Err(format!(
-                    "`{{` at byte {} is never closed",
-                    text.len() - rest.len() + open
-                ));
+        for part in braced(text)? {
+            let part = match part {
+                Braced::Text(t) => {
+                    pieces.push(Piece::Text(t.to_owned()));
+                    continue;
+                }
+                Braced::Part(part) => part,
             };
-            if open > 0 {
-                pieces.push(Piece::Text(rest[..open].to_owned()));
-            }
-            let part = rest[open + 1..open + close].trim();
             let bad = || format!("`{{{part}}}`: a part is `{{header.NAME}}` or `{{body.PATH}}`");
             let (kind, name) = part.split_once('.').ok_or_else(bad)?;
             if name.is_empty() || name.split('.').any(str::is_empty) {
@@ -44,10 +41,6 @@ impl RequestTemplate {
                 "body" => Piece::Body(name.split('.').map(str::to_owned).collect()),
                 _ => return Err(bad()),
             });
-            rest = &rest[open + close + 1..];
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_owned()));
         }
         if pieces.is_empty() {
             return Err("must not be empty".into());

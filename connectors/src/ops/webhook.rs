@@ -151,10 +151,7 @@ impl BuildSource for WebhookSourceConfig {
             webhook,
             mapping: std::sync::Arc::new(mapping),
         });
-        Ok(BuiltSource {
-            task: None,
-            routes: Some(routes),
-        })
+        Ok(BuiltSource::routes(routes))
     }
 }
 
