@@ -68,10 +68,10 @@ impl Sluice {
         s
     }
 
-    /// As [`Sluice::start`], the process started with `env` added to its
-    /// environment.
-    pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Self {
-        let mut s = Self::configure(body, "");
+    /// As [`Sluice::start_with_server`], the process started with `env` added
+    /// to its environment.
+    pub async fn start_with_env(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Self {
+        let mut s = Self::configure(body, server_extra);
         s.env = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

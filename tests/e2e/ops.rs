@@ -285,6 +285,9 @@ fn github_config(url: &str) -> String {
     event_type: \"com.example.{{body.type}}\"
     signature: {{ scheme: standard, secret_env: SLUICE_TEST_SW_SECRET, tolerance: 5m }}
     bus: ops
+  - name: plain
+    type: webhook
+    bus: ops
 {}",
         delivered_to(url)
     )
@@ -292,13 +295,16 @@ fn github_config(url: &str) -> String {
 
 /// GitHub-signed and Standard-Webhooks-signed deliveries are accepted and
 /// arrive as events with templated attributes; a wrong, missing or stale
-/// signature is 401 naming why, and nothing of it arrives.
+/// signature is 401 naming why, and nothing of it arrives. With an ingest
+/// token set, signed webhooks do not ask for it (the signature is the proof);
+/// an unsigned one does.
 #[tokio::test]
 async fn signed_webhooks_accepted_and_bad_signatures_refused() {
     let recv = Receiver::start().await;
     let sw_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let sluice = Sluice::start_with_env(
         &github_config(&recv.url()),
+        "  auth: { ingest_token: letmein }\n",
         &[
             ("SLUICE_TEST_GH_SECRET", GH_SECRET),
             ("SLUICE_TEST_SW_SECRET", sw_secret),
@@ -386,8 +392,24 @@ async fn signed_webhooks_accepted_and_bad_signatures_refused() {
         (202, json!({"accepted": 1, "matched": 1}))
     );
 
-    let got = recv.wait_for(2, Duration::from_secs(10)).await;
+    // Unsigned: the ingest token, as for ingest.
+    let (status, answer) = post(&sluice, "/sources/plain", r#"{"n": 1}"#, &[]).await;
+    assert_eq!(
+        (status, answer["error"]["code"].clone()),
+        (401, json!("unauthorized"))
+    );
+    let bearer = [("authorization", "Bearer letmein".to_owned())];
+    let (status, _) = post(&sluice, "/sources/plain", r#"{"n": 1}"#, &bearer).await;
+    assert_eq!(status, 202);
+
+    let got = recv.wait_for(3, Duration::from_secs(10)).await;
     let events: Vec<Value> = got.iter().map(|r| r.json()).collect();
+    let plain = events
+        .iter()
+        .find(|e| e["type"] == "sluice.webhook.received")
+        .unwrap();
+    assert_eq!(plain["source"], "sluice://webhook/plain");
+    assert_eq!(plain["data"], json!({"n": 1}));
     let push = events
         .iter()
         .find(|e| e["type"] == "com.github.push")
@@ -402,7 +424,7 @@ async fn signed_webhooks_accepted_and_bad_signatures_refused() {
         .unwrap();
     assert_eq!(paid["id"], "msg_2Lb1");
     assert_eq!(paid["data"]["data"]["amount"], 4200);
-    // Only the two accepted requests became events.
+    // Only the three accepted requests became events.
     let metrics = sluice.metrics().await;
     assert!(
         metrics
@@ -412,7 +434,23 @@ async fn signed_webhooks_accepted_and_bad_signatures_refused() {
                 && l.ends_with(" 2")),
         "{metrics}"
     );
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 3, "{events:?}");
+}
+
+/// `emit: every`: a `sluice.probe.result` event for each check, up or not.
+#[tokio::test]
+async fn probe_emit_every_reports_each_check() {
+    let (health, _status) = health_server().await;
+    let recv = Receiver::start().await;
+    let config = probe(&health, &recv.url())
+        .replace("    failures: 3\n", "    failures: 3\n    emit: every\n");
+    let _sluice = Sluice::start(&config).await;
+    let got = recv.wait_for(2, Duration::from_secs(20)).await;
+    for e in got.iter().map(|r| r.json()) {
+        assert_eq!(e["type"], "sluice.probe.result", "{e}");
+        assert_eq!(e["data"]["up"], true, "{e}");
+        assert_eq!(e["data"]["status"], 200, "{e}");
+    }
 }
 
 /// `sluice validate` names each bad setting with its path.

@@ -9,7 +9,8 @@
 //!   id, so within `server.dedupe_window` sluice keeps it once;
 //! - `data`: the alert (`status`, `labels`, `annotations`, `startsAt`, `endsAt`,
 //!   `generatorURL`, `fingerprint`) and `group` (`key`, `receiver`, `status`,
-//!   `labels`, `commonLabels`, `commonAnnotations`, `externalURL`).
+//!   `labels`, `commonLabels`, `commonAnnotations`, `externalURL`,
+//!   `truncatedAlerts`).
 //!
 //! Every alert is checked before any is published: a bad body is a 400 naming
 //! the field (`alerts[3].fingerprint`) and nothing is kept.
@@ -120,6 +121,7 @@ pub fn parse(body: &[u8], source: &str, max_event_bytes: usize) -> Result<Vec<Ev
         "commonLabels": strings(&v, "", "commonLabels", true)?,
         "commonAnnotations": strings(&v, "", "commonAnnotations", true)?,
         "externalURL": v.get("externalURL").and_then(Value::as_str).unwrap_or_default(),
+        "truncatedAlerts": v.get("truncatedAlerts").and_then(Value::as_u64).unwrap_or(0),
     });
     let alerts = match v.get("alerts") {
         Some(Value::Array(a)) => a,
