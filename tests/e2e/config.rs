@@ -107,6 +107,8 @@ fn every_example_config_is_valid() {
         Some(match name {
             "KAFKA_BROKERS" => "127.0.0.1:9092".to_owned(),
             "DATABASE_URL" => "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+            // A Standard Webhooks secret (`whsec_` and base64).
+            "BILLING_WEBHOOK_SECRET" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
             _ => "http://127.0.0.1:9000/".to_owned(),
         })
     };

@@ -13,6 +13,7 @@ mod ingest;
 mod kafka;
 mod kafka_group;
 mod kafka_sources;
+mod ops;
 mod postgres;
 mod rabbitmq;
 mod rules;

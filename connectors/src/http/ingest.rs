@@ -262,15 +262,24 @@ async fn accept(
 /// body limit (`server.max_batch_bytes`) and budget, the bus's room, refusals
 /// counted, the error JSON. The connector only parses. (Compiled with the
 /// connectors that serve such routes.)
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "ops"))]
 #[derive(Clone)]
 pub(crate) struct Webhook(IngestState);
 
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "ops"))]
 impl Webhook {
     pub(crate) fn new(cx: SourceContext) -> Self {
         let server = cx.server().clone();
         Self(IngestState::new(Door::Source(cx), &server))
+    }
+
+    /// Ask no ingest token: for sources whose requests prove themselves by a
+    /// signature the connector checks in its parser (senders such as GitHub
+    /// cannot send a bearer token).
+    #[cfg(feature = "ops")]
+    pub(crate) fn signed(mut self) -> Self {
+        self.0.token = None;
+        self
     }
 
     /// The largest event, for parsers that check each event they make.

@@ -36,10 +36,7 @@ impl BuildSource for S3SourceConfig {
         let routes = Router::new()
             .route("/notifications", post(notifications))
             .with_state(Notifications { webhook, mapping });
-        Ok(BuiltSource {
-            task: None,
-            routes: Some(routes),
-        })
+        Ok(BuiltSource::routes(routes))
     }
 }
 
