@@ -180,6 +180,12 @@ fn an_http_target_batch_of_nothing_is_refused_with_its_path() {
         "targets:\n  - name: fn\n    type: http\n    url: http://127.0.0.1:9/\n    batch: { max_events: 0, max_bytes: 0 }\nrules:\n  - name: r\n    targets: [fn]\n",
     );
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("targets[0].batch.max_events: must be at least 1"), "{stderr}");
-    assert!(stderr.contains("targets[0].batch.max_bytes: must be at least 1"), "{stderr}");
+    assert!(
+        stderr.contains("targets[0].batch.max_events: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("targets[0].batch.max_bytes: must be at least 1"),
+        "{stderr}"
+    );
 }
