@@ -326,3 +326,68 @@ rules:\n  - name: r\n    targets: [mq]\n",
     assert_eq!(read, 50, "the held events arrive");
     remove(&[&input, &out], &[&exchange]).await;
 }
+
+/// A source that loses its broker is a `sluice.source.disconnected` system event
+/// and, once back, `sluice.source.reconnected`: the broker closes the
+/// connections and refuses the vhost to the user until it is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_losing_its_broker_is_a_system_event_and_so_is_its_return() {
+    let vhost = Vhost::new();
+    let url = url_on(&vhost.0);
+    let (_conn, ch) = channel(&url).await;
+    queue(&ch, "in", None).await;
+    drop(ch);
+    drop(_conn);
+    let ops = Receiver::start().await;
+    let config = format!(
+        "sources:\n  - name: src\n    type: rabbitmq\n    url: \"{url}\"\n    queue: in\n\
+targets:\n  - name: ops\n    type: http\n    url: {}\n\
+rules:\n  - name: ops\n    bus: system\n    targets: [ops]\n",
+        ops.url()
+    );
+    let sluice = Sluice::start(&config).await;
+    let of_type = |ty: &str| {
+        ops.delivered()
+            .into_iter()
+            .filter(|r| r.header("ce-type") == Some(ty))
+            .collect::<Vec<_>>()
+    };
+    let wait_type = |ty: &'static str| {
+        let of_type = &of_type;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(r) = of_type(ty).into_iter().next() {
+                    return r;
+                }
+                assert!(Instant::now() < deadline, "no {ty} within 30 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_type("sluice.started").await;
+    let rabbitmqctl = |args: &[&str]| {
+        let out = Command::new("rabbitmqctl").args(args).output().unwrap();
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
+    };
+    rabbitmqctl(&["clear_permissions", "-p", &vhost.0, "guest"]);
+    vhost.close_connections();
+    let down = wait_type("sluice.source.disconnected").await;
+    assert_eq!(down.header("ce-subject"), Some("src"));
+    assert!(of_type("sluice.source.reconnected").is_empty());
+    rabbitmqctl(&["set_permissions", "-p", &vhost.0, "guest", ".*", ".*", ".*"]);
+    let up = wait_type("sluice.source.reconnected").await;
+    assert_eq!(up.header("ce-subject"), Some("src"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        of_type("sluice.source.disconnected").len(),
+        1,
+        "one event per change"
+    );
+    assert_eq!(
+        of_type("sluice.source.reconnected").len(),
+        1,
+        "one event per change"
+    );
+    drop(sluice);
+}
