@@ -159,13 +159,7 @@ impl TimerSource {
 
     /// Wait until `t` (plus jitter); `false` on shutdown.
     async fn sleep_until(&self, t: DateTime<Utc>, cx: &SourceContext) -> bool {
-        let jitter = self.config.jitter.as_millis() as u64;
-        let jitter = if jitter == 0 {
-            0
-        } else {
-            (uuid::Uuid::new_v4().as_u128() % u128::from(jitter + 1)) as i64
-        };
-        let due = t.timestamp_millis().saturating_add(jitter);
+        let due = t.timestamp_millis().saturating_add(jitter_ms(self.config.jitter));
         loop {
             let left = due - now().timestamp_millis();
             if left <= 0 {
@@ -178,6 +172,16 @@ impl TimerSource {
             }
         }
     }
+}
+
+/// A delay drawn uniformly from `0..=max` (whole ms): fires of many timers on one
+/// schedule spread out instead of calling their targets in the same instant.
+fn jitter_ms(max: Duration) -> i64 {
+    let max = max.as_millis() as u64;
+    if max == 0 {
+        return 0;
+    }
+    (uuid::Uuid::new_v4().as_u128() % u128::from(max + 1)) as i64
 }
 
 #[async_trait]
@@ -298,6 +302,22 @@ impl SourceStatus for Status {
             .error
             .as_ref()
             .map(|e| format!("cannot publish: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::*;
+
+    #[test]
+    fn jitter_is_never_negative_never_past_its_bound_and_spreads() {
+        assert_eq!(jitter_ms(Duration::ZERO), 0);
+        let draws: Vec<i64> = (0..2000).map(|_| jitter_ms(Duration::from_millis(1000))).collect();
+        assert!(draws.iter().all(|&d| (0..=1000).contains(&d)));
+        // Spread over the range, not bunched: each quarter drawn from.
+        for q in 0..4 {
+            assert!(draws.iter().any(|&d| d / 250 == q), "quarter {q} never drawn");
+        }
     }
 }
 
