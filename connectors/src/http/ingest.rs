@@ -252,23 +252,23 @@ impl Webhook {
         Self(IngestState::new(Door::Source(cx), &server))
     }
 
-    /// The largest event, for parsers that check each event they make.
-    pub(crate) fn max_event_bytes(&self) -> usize {
-        self.0.max_event_bytes
-    }
-
-    /// Check the token and the bus's room, read the body, `parse` it, publish what
-    /// it made: `202 {"accepted": N, "matched": M}` once durable, or `200` with
-    /// nothing published when `parse` says the body carries no events (`None`:
-    /// a test notification). A bad body publishes nothing.
-    pub(crate) async fn receive<F>(
+    /// Check the token and the bus's room, read the body, `parse` it, let
+    /// `finish` complete the events (read what they refer to; `Err` refuses the
+    /// whole body), publish them: `202 {"accepted": N, "matched": M}` once
+    /// durable, or `200` with nothing published when `parse` says the body
+    /// carries no events (`None`: a test notification). A bad body publishes
+    /// nothing.
+    pub(crate) async fn receive<F, G, Fut>(
         &self,
         headers: &HeaderMap,
         body: Body,
         parse: F,
+        finish: G,
     ) -> Result<axum::response::Response, ApiError>
     where
         F: FnOnce(&[u8]) -> Result<Option<Vec<Event>>, ApiError>,
+        G: FnOnce(Vec<Event>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Event>, ApiError>>,
     {
         let Door::Source(cx) = &self.0.door else {
             return Err(ApiError::unavailable("a webhook without its source"));
@@ -298,6 +298,7 @@ impl Webhook {
                 return Err(e);
             }
         };
+        let events = finish(events).await?;
         let published = cx
             .publish_counted(&events)
             .await
