@@ -17,4 +17,5 @@ mod rabbitmq;
 mod rules;
 mod s3;
 mod s3_events;
+mod s3_poll;
 mod timer;
