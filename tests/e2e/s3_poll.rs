@@ -42,7 +42,10 @@ async fn put_all(s3: &AmazonS3, objects: Vec<(String, Vec<u8>)>) -> BTreeMap<Str
                 .put(&Path::from(key.as_str()), PutPayload::from(body))
                 .await
                 .unwrap();
-            (key, put.e_tag.unwrap_or_default().trim_matches('"').to_owned())
+            (
+                key,
+                put.e_tag.unwrap_or_default().trim_matches('"').to_owned(),
+            )
         })
         .buffer_unordered(32)
         .collect()
@@ -76,13 +79,22 @@ async fn creations_overwrites_and_deletions_under_the_prefix() {
     let s3 = client(&name);
     let objects = |prefix: &str, body: &str| -> Vec<(String, Vec<u8>)> {
         (0..500)
-            .map(|i| (format!("{prefix}/{i:04}.txt"), format!("{body} {i}").into_bytes()))
+            .map(|i| {
+                (
+                    format!("{prefix}/{i:04}.txt"),
+                    format!("{body} {i}").into_bytes(),
+                )
+            })
             .collect()
     };
     let mut etags = put_all(&s3, objects("in", "first")).await;
     put_all(&s3, objects("out", "other")).await;
     let recv = Receiver::start().await;
-    let sources = source("files", &name, "    prefix: in/\n    start: all\n    deletes: true\n");
+    let sources = source(
+        "files",
+        &name,
+        "    prefix: in/\n    start: all\n    deletes: true\n",
+    );
     let sluice = Sluice::start(&config(&sources, &recv.url(), "default")).await;
 
     recv.wait_for(500, Duration::from_secs(60)).await;
@@ -130,7 +142,13 @@ async fn creations_overwrites_and_deletions_under_the_prefix() {
         .collect();
     assert_eq!(
         removed,
-        BTreeSet::from(["in/0100.txt", "in/0101.txt", "in/0102.txt", "in/0103.txt", "in/0104.txt"])
+        BTreeSet::from([
+            "in/0100.txt",
+            "in/0101.txt",
+            "in/0102.txt",
+            "in/0103.txt",
+            "in/0104.txt"
+        ])
     );
     let ids: BTreeSet<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 515, "every event its own id");
@@ -154,7 +172,11 @@ async fn start_now_skips_what_is_there_and_all_publishes_it() {
     let sources = format!(
         "{}{}",
         source("now", &name, "    event_source: now.{bucket}\n"),
-        source("all", &name, "    start: all\n    event_source: all.{bucket}\n"),
+        source(
+            "all",
+            &name,
+            "    start: all\n    event_source: all.{bucket}\n"
+        ),
     );
     let sluice = Sluice::start(&config(&sources, &recv.url(), "default")).await;
     for s in ["now", "all"] {
@@ -188,7 +210,11 @@ async fn kill_9_mid_pass_loses_no_event_and_doubles_none() {
     put_all(&s3, objects).await;
     let recv = Receiver::start().await;
     recv.script(&[], 503);
-    let text = config(&source("bulk", &name, "    start: all\n"), &recv.url(), "default");
+    let text = config(
+        &source("bulk", &name, "    start: all\n"),
+        &recv.url(),
+        "default",
+    );
     let mut sluice = Sluice::start_with_server(&text, "  max_backlog: 1000\n").await;
     let status = wait_status(&sluice, "bulk", |s| s["events"].as_u64() >= Some(1000)).await;
     assert!(status["events"].as_u64() < Some(5000), "mid-pass: {status}");
@@ -201,7 +227,9 @@ async fn kill_9_mid_pass_loses_no_event_and_doubles_none() {
     let mut by_id: BTreeMap<String, usize> = BTreeMap::new();
     let mut subjects = BTreeSet::new();
     for e in events(&recv) {
-        *by_id.entry(e["id"].as_str().unwrap().to_owned()).or_default() += 1;
+        *by_id
+            .entry(e["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
         subjects.insert(e["subject"].as_str().unwrap().to_owned());
     }
     let twice: Vec<_> = by_id.iter().filter(|(_, n)| **n > 1).collect();
@@ -219,26 +247,47 @@ async fn a_listing_error_shows_on_readyz_and_in_the_status() {
     let text = config(&source("gone", &name, ""), &recv.url(), "default");
     let sluice = Sluice::start_unready(&text).await;
     let (status, body) = sluice
-        .wait_readyz(Duration::from_secs(20), |s, b| s == 503 && b["sources"].is_array())
+        .wait_readyz(Duration::from_secs(20), |s, b| {
+            s == 503 && b["sources"].is_array()
+        })
         .await;
     assert_eq!(status, 503);
     let reason = body["sources"][0]["reason"].as_str().unwrap();
     assert_eq!(body["sources"][0]["source"], "gone");
-    assert!(reason.contains("NoSuchBucket") && reason.contains(&name), "{reason}");
+    assert!(
+        reason.contains("NoSuchBucket") && reason.contains(&name),
+        "{reason}"
+    );
     let st = sluice.get_json("/api/sources/gone").await;
     assert_eq!(st["state"], "failing", "{st}");
-    assert!(st["error"].as_str().unwrap().contains("NoSuchBucket"), "{st}");
+    assert!(
+        st["error"].as_str().unwrap().contains("NoSuchBucket"),
+        "{st}"
+    );
 
     // An endpoint where nothing listens: the same, with the connection error.
     let down = source("down", "photos", "").replace(&endpoint(), "http://127.0.0.1:9");
     let sluice2 = Sluice::start_unready(&config(&down, &recv.url(), "default")).await;
     let (_, body) = sluice2
-        .wait_readyz(Duration::from_secs(60), |s, b| s == 503 && b["sources"].is_array())
+        .wait_readyz(Duration::from_secs(60), |s, b| {
+            s == 503 && b["sources"].is_array()
+        })
         .await;
-    assert!(body["sources"][0]["reason"].as_str().unwrap().contains("listing bucket photos at http://127.0.0.1:9"), "{body}");
+    assert!(
+        body["sources"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("listing bucket photos at http://127.0.0.1:9"),
+        "{body}"
+    );
 
-    std::fs::create_dir(std::path::Path::new(&std::env::var("SLUICE_TEST_S3_ROOT").unwrap()).join(&name)).unwrap();
-    sluice.wait_readyz(Duration::from_secs(20), |s, _| s == 200).await;
+    std::fs::create_dir(
+        std::path::Path::new(&std::env::var("SLUICE_TEST_S3_ROOT").unwrap()).join(&name),
+    )
+    .unwrap();
+    sluice
+        .wait_readyz(Duration::from_secs(20), |s, _| s == 200)
+        .await;
     let st = sluice.get_json("/api/sources/gone").await;
     assert_eq!(st["state"], "polling", "{st}");
 }
@@ -254,7 +303,10 @@ async fn inline_content_and_dataref_over_the_limit() {
     let etags = put_all(
         &s3,
         vec![
-            ("doc.json".into(), br#"{"order": 7, "lines": [1, 2]}"#.to_vec()),
+            (
+                "doc.json".into(),
+                br#"{"order": 7, "lines": [1, 2]}"#.to_vec(),
+            ),
             ("note.bin".into(), b"\x00hi".to_vec()),
             ("big.bin".into(), big),
         ],
@@ -282,7 +334,10 @@ async fn inline_content_and_dataref_over_the_limit() {
     assert_eq!(note["data_base64"], "AGhp", "{note}");
     let big = by_key("big.bin");
     assert_eq!(big["dataref"], format!("s3://{name}/big.bin"), "{big}");
-    assert_eq!(big["data"]["s3"]["object"]["size"], 3000, "the record, not a cut body");
+    assert_eq!(
+        big["data"]["s3"]["object"]["size"], 3000,
+        "the record, not a cut body"
+    );
 
     let record = json!({"Records": [{
         "eventVersion": "2.1", "eventSource": "minio:s3", "awsRegion": "",
@@ -310,8 +365,10 @@ async fn json_files_in_a_bucket_become_rows() {
     let name = bucket("etl");
     let s3 = client(&name);
     let db = Db::new("s3etl").await;
-    db.exec("CREATE TABLE {s}.sales (file text, shop text, amount numeric, event_key uuid PRIMARY KEY)")
-        .await;
+    db.exec(
+        "CREATE TABLE {s}.sales (file text, shop text, amount numeric, event_key uuid PRIMARY KEY)",
+    )
+    .await;
     let columns = "    columns:\n      file: { path: $.data.file, type: text }\n      shop: { path: $.data.shop, type: text }\n      amount: { path: $.data.amount, type: numeric }\n";
     let text = format!(
         "sources:\n{}targets:\n{}rules:\n  - name: sales\n    filter: {{ pattern: {{ subject: [{{ suffix: \".json\" }}] }} }}\n    transform:\n      jq: '{{file: .subject, shop: .data.shop, amount: (.data.items | map(.price) | add)}}'\n    targets: [pg]\n",
@@ -323,8 +380,14 @@ async fn json_files_in_a_bucket_become_rows() {
     put_all(
         &s3,
         vec![
-            ("sales/berlin.json".into(), br#"{"shop": "berlin", "items": [{"price": 10}, {"price": 2.5}]}"#.to_vec()),
-            ("sales/paris.json".into(), br#"{"shop": "paris", "items": [{"price": 7}]}"#.to_vec()),
+            (
+                "sales/berlin.json".into(),
+                br#"{"shop": "berlin", "items": [{"price": 10}, {"price": 2.5}]}"#.to_vec(),
+            ),
+            (
+                "sales/paris.json".into(),
+                br#"{"shop": "paris", "items": [{"price": 7}]}"#.to_vec(),
+            ),
             ("sales/readme.txt".into(), b"not a sale".to_vec()),
         ],
     )
@@ -333,10 +396,19 @@ async fn json_files_in_a_bucket_become_rows() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let rows = db
         .client
-        .query(&format!("SELECT file, shop, amount::text FROM {}.sales ORDER BY file", db.schema), &[])
+        .query(
+            &format!(
+                "SELECT file, shop, amount::text FROM {}.sales ORDER BY file",
+                db.schema
+            ),
+            &[],
+        )
         .await
         .unwrap();
-    let rows: Vec<(String, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let rows: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(
         rows,
         [
@@ -411,7 +483,11 @@ sources:
     assert!(stderr.contains("(line 2, column"), "{stderr}");
     let (code, _, stderr) = validate(&format!(
         "sources:\n{}",
-        source("ok", "photos", "    prefix: in/\n    deletes: true\n    start: all\n    content: inline\n")
+        source(
+            "ok",
+            "photos",
+            "    prefix: in/\n    deletes: true\n    start: all\n    content: inline\n"
+        )
     ));
     assert_eq!(code, 0, "{stderr}");
 }

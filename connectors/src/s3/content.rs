@@ -59,8 +59,7 @@ impl Inline {
         };
         match bytes {
             Ok(bytes) => {
-                set_body(event, &bytes, self.max_bytes)
-                    .unwrap_or_else(|| self.dataref(event, key));
+                set_body(event, &bytes, self.max_bytes).unwrap_or_else(|| self.dataref(event, key));
                 Read::Done
             }
             Err(object_store::Error::NotFound { .. }) => {
@@ -166,6 +165,9 @@ mod tests {
         let mut e = event();
         assert!(set_body(&mut e, &[0u8; 76], 100).is_none());
         assert!(set_body(&mut e, br#""a long JSON string""#, 10).is_none());
-        assert_eq!(e.data(), Some(&Data::Json(serde_json::json!({"record": true}))));
+        assert_eq!(
+            e.data(),
+            Some(&Data::Json(serde_json::json!({"record": true})))
+        );
     }
 }

@@ -272,14 +272,18 @@ impl Poller {
             last = Some(key.to_owned());
         }
         while marks.peek(cx)?.is_some() {
-            let Some((gone, hash)) = marks.pop() else { break };
+            let Some((gone, hash)) = marks.pop() else {
+                break;
+            };
             self.gone(gone, hash, quiet, &mut batch)?;
             if batch.len() >= BATCH {
                 self.commit(std::mem::take(&mut batch), cx).await?;
             }
         }
         if first {
-            batch.marks.push((STARTED.to_vec(), sluice_router::now_ms() as i64));
+            batch
+                .marks
+                .push((STARTED.to_vec(), sluice_router::now_ms() as i64));
         }
         self.commit(batch, cx).await?;
         Ok(objects)
@@ -430,7 +434,10 @@ mod tests {
         let minute = Duration::from_secs(60);
         let waits: Vec<u64> = (1..=8).map(|n| backoff(n, minute).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(backoff(1, Duration::from_millis(300)), Duration::from_millis(300));
+        assert_eq!(
+            backoff(1, Duration::from_millis(300)),
+            Duration::from_millis(300)
+        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, MultipartUpload, ObjectStore, PutMode, PutMultipartOptions,
-    PutOptions, PutPayload, UpdateVersion,
+    Attribute, Attributes, MultipartUpload, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, UpdateVersion,
 };
 use sluice_router::event::Event;
 use sluice_router::sink::{Sink, SinkError};

@@ -102,13 +102,16 @@ async fn notifications(
 ) -> Result<Response, ApiError> {
     state
         .webhook
-        .receive(&headers, body, |bytes| {
-            match notification::parse(bytes, &state.mapping) {
+        .receive(
+            &headers,
+            body,
+            |bytes| match notification::parse(bytes, &state.mapping) {
                 Ok(Notice::Test) => Ok(None),
                 Ok(Notice::Events(events)) => Ok(Some(events)),
                 Err(e) => Err(ApiError::bad_event(e.field, e.message)),
-            }
-        }, |events| read_objects(state.inline.as_ref(), events))
+            },
+            |events| read_objects(state.inline.as_ref(), events),
+        )
         .await
 }
 

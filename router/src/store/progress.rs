@@ -142,7 +142,10 @@ mod tests {
         };
         assert_eq!(keys(p.scan(b"o/", None, 2).unwrap()), ["o/a", "o/b"]);
         assert_eq!(keys(p.scan(b"o/", Some(b"o/b"), 2).unwrap()), ["o/c"]);
-        assert_eq!(keys(p.scan(b"o/", Some(b"a"), 9).unwrap()), ["o/a", "o/b", "o/c"]);
+        assert_eq!(
+            keys(p.scan(b"o/", Some(b"a"), 9).unwrap()),
+            ["o/a", "o/b", "o/c"]
+        );
         assert_eq!(p.scan(b"o/", None, 9).unwrap()[0].1, at(1));
         p.remove(b"o/b").unwrap();
         p.remove(b"o/zz").unwrap();
