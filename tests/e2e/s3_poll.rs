@@ -319,7 +319,7 @@ async fn inline_content_and_dataref_over_the_limit() {
         endpoint()
     );
     let text = format!(
-        "{}  - name: hooks\n    bus: hooks\n    filter: {{ pattern: {{ source: [{{ prefix: \"\" }}] }} }}\n    targets: [fn]\n",
+        "{}  - name: hooks\n    bus: hooks\n    filter: {{ pattern: {{ type: [{{ prefix: \"com.amazonaws.s3.\" }}] }} }}\n    targets: [fn]\n",
         config(&sources, &recv.url(), "default")
     );
     let sluice = Sluice::start_with_server(&text, "  max_event_bytes: 2048\n").await;

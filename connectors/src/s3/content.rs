@@ -52,7 +52,8 @@ impl Inline {
             self.dataref(event, key);
             return Read::Done;
         }
-        let path = Path::from_iter(key.split('/'));
+        // A key as listed or notified; `Path::from` would escape what `parse` refuses.
+        let path = Path::parse(key).unwrap_or_else(|_| Path::from(key));
         let bytes = match self.store.get(&path).await {
             Ok(got) => got.bytes().await,
             Err(e) => Err(e),
