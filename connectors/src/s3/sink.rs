@@ -69,7 +69,9 @@ pub struct S3Sink {
 }
 
 impl S3Sink {
-    /// Build the client ([`client::build`]); nothing is sent until [`Sink::check`].
+    /// Build the client; nothing is sent until [`Sink::check`]. Credentials come
+    /// from the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`, or the instance's role).
     pub fn new(config: &S3TargetConfig) -> Result<Self, String> {
         let template = config.key_template();
         let key = NameTemplate::parse(&template).map_err(|e| format!("key: {e}"))?;
