@@ -8,7 +8,8 @@
 //!
 //! What has been seen is one mark per object ([`SourceContext::publish_remarked`]):
 //! key `o/` + the object key, value a 64-bit FNV-1a hash of the ETag (of size and
-//! last-modified time when the store lists no ETag). On disk that is the key's
+//! last-modified time when the store lists no ETag; the event then gets the ETag
+//! from a HEAD of the changed object). On disk that is the key's
 //! length plus about 30 bytes of value and sled overhead per object, so a
 //! 1,000,000-object bucket of 60-byte keys costs ~90 MB of store; in memory a
 //! pass holds one page of the listing and one chunk of marks, whatever the
@@ -293,6 +294,22 @@ impl Poller {
     /// `content: inline` (retrying until it is read).
     async fn created(&self, meta: &ObjectMeta, cx: &SourceContext) -> Result<Event, Stop> {
         let key = meta.location.as_ref();
+        // A store that lists no ETags (s3s-fs) is asked for it, once per
+        // changed object, so the event carries it as a notification would.
+        let headed = match etag(meta) {
+            "" => match self.store.head(&meta.location).await {
+                Ok(head) => Some(head),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => {
+                    return Err(Stop::Failed(format!(
+                        "reading the ETag of s3://{}/{key}: {}",
+                        self.bucket,
+                        describe(&e)
+                    )))
+                }
+            },
+            _ => None,
+        };
         let mut event = polled_event(
             &Polled {
                 name: "ObjectCreated:Put",
@@ -300,7 +317,7 @@ impl Poller {
                 region: &self.region,
                 key,
                 size: meta.size,
-                etag: etag(meta),
+                etag: etag(headed.as_ref().unwrap_or(meta)),
                 version: meta.version.as_deref(),
                 sequencer: "",
                 time: meta.last_modified,
