@@ -358,6 +358,47 @@ async fn inline_content_and_dataref_over_the_limit() {
     assert_eq!(notified["data"], json!({"order": 7, "lines": [1, 2]}));
 }
 
+/// An object the server fails to serve (here a key that is a link to a folder,
+/// which s3s-fs lists but cannot read) is not skipped: the source shows the
+/// error in its status and on `/readyz`, keeps trying, and publishes the object
+/// once it can be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_object_is_retried_not_dropped() {
+    let name = bucket("unreadable");
+    let root = std::env::var("SLUICE_TEST_S3_ROOT").unwrap();
+    let link = std::path::Path::new(&root).join(&name).join("doc.json");
+    let folder = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(folder.path(), &link).unwrap();
+    let recv = Receiver::start().await;
+    let sources = source("docs", &name, "    start: all\n    content: inline\n");
+    let sluice = Sluice::start_unready(&config(&sources, &recv.url(), "default")).await;
+    let (_, body) = sluice
+        .wait_readyz(Duration::from_secs(30), |s, b| {
+            s == 503 && b["sources"].is_array()
+        })
+        .await;
+    let reason = body["sources"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("s3://{name}/doc.json")),
+        "{reason}"
+    );
+    let st = sluice.get_json("/api/sources/docs").await;
+    assert_eq!(st["state"], "failing", "{st}");
+    assert_eq!(recv.delivered().len(), 0);
+
+    std::fs::remove_file(&link).unwrap();
+    put_all(
+        &client(&name),
+        vec![("doc.json".into(), br#"{"ok": true}"#.to_vec())],
+    )
+    .await;
+    let got = recv.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].json()["data"], json!({"ok": true}));
+    sluice
+        .wait_readyz(Duration::from_secs(20), |s, _| s == 200)
+        .await;
+}
+
 /// The ETL: JSON files landing in a bucket -> a rule on `suffix: .json` -> a jq
 /// transform -> rows in a PostgreSQL table; other files are left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
+use sluice_router::event::format_time;
 use sluice_router::now_ms;
 use sluice_router::source::SourceStatus;
 
@@ -34,8 +35,7 @@ pub(super) struct PollStatus {
 
 fn time(ms: u64) -> Value {
     chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
-        .unwrap_or(Value::Null)
+        .map_or(Value::Null, |t| Value::String(format_time(&t)))
 }
 
 impl PollStatus {
