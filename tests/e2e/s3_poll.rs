@@ -359,9 +359,9 @@ async fn inline_content_and_dataref_over_the_limit() {
 }
 
 /// An object the server fails to serve (here a key that is a link to a folder,
-/// which s3s-fs lists but cannot read) is not skipped: the source shows the
+/// which s3s-fs lists but cannot read) is not skipped: the poller shows the
 /// error in its status and on `/readyz`, keeps trying, and publishes the object
-/// once it can be read.
+/// once it can be read; a notification of it is answered 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_object_is_retried_not_dropped() {
     let name = bucket("unreadable");
@@ -370,7 +370,11 @@ async fn an_unreadable_object_is_retried_not_dropped() {
     let folder = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(folder.path(), &link).unwrap();
     let recv = Receiver::start().await;
-    let sources = source("docs", &name, "    start: all\n    content: inline\n");
+    let sources = format!(
+        "{}  - name: hook\n    type: s3\n    mode: notify\n    bus: hooks\n    bucket: {name}\n    endpoint: {}\n    path_style: true\n    content: inline\n",
+        source("docs", &name, "    start: all\n    content: inline\n"),
+        endpoint()
+    );
     let sluice = Sluice::start_unready(&config(&sources, &recv.url(), "default")).await;
     let (_, body) = sluice
         .wait_readyz(Duration::from_secs(30), |s, b| {
@@ -385,6 +389,20 @@ async fn an_unreadable_object_is_retried_not_dropped() {
     let st = sluice.get_json("/api/sources/docs").await;
     assert_eq!(st["state"], "failing", "{st}");
     assert_eq!(recv.delivered().len(), 0);
+    // A notification of it is refused whole (503), so the store sends it again.
+    let record = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "minio:s3", "eventTime": "2026-03-01T12:00:00Z",
+        "eventName": "s3:ObjectCreated:Put",
+        "s3": {"bucket": {"name": name}, "object": {"key": "doc.json", "size": 10}}
+    }]});
+    let r = sluice
+        .client
+        .post(sluice.url("/sources/hook/notifications"))
+        .json(&record)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
 
     std::fs::remove_file(&link).unwrap();
     put_all(
