@@ -226,12 +226,26 @@ pub async fn run(validated: Validated) -> anyhow::Result<Outcome> {
         restart.clone(),
         shutdown.clone(),
     ));
+    // sluice's own events on bus `system`: started now, transitions every second,
+    // stopping before the stop (so a dispatcher may still deliver it).
+    let system = engine.system_events();
+    if let Some(system) = &system {
+        system.started().await;
+        tokio::spawn(system.clone().watch(shutdown.clone()));
+    }
     let stop = shutdown.clone();
     let ready = state.ready.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("Shutting down: no new events; finishing deliveries in flight.");
         ready.store(false, Ordering::SeqCst);
+        if let Some(system) = &system {
+            // Bounded: a stuck store must not hold up the stop.
+            let said = tokio::time::timeout(std::time::Duration::from_secs(2), system.stopping());
+            if said.await.is_err() {
+                tracing::warn!("sluice.stopping was not published within 2s.");
+            }
+        }
         stop.cancel();
     });
     crate::server::serve(listener, app, &config.server, shutdown.clone()).await;

@@ -18,6 +18,8 @@ pub mod file;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "ops")]
+pub mod ops;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "rabbitmq")]
@@ -122,6 +124,16 @@ pub enum SourceConfig {
     /// the bucket on an interval with a durable cursor (`mode: poll`).
     #[cfg(feature = "s3")]
     S3(s3::source_config::S3SourceConfig),
+    /// Health probes: HTTP(S) GET or TCP connect to endpoints on an interval;
+    /// an event when one goes down and when it comes back.
+    #[cfg(feature = "ops")]
+    Probe(ops::config::ProbeSourceConfig),
+    /// Prometheus Alertmanager's webhook, posted to `POST /sources/{name}/alerts`.
+    #[cfg(feature = "ops")]
+    Alertmanager(ops::config::AlertmanagerSourceConfig),
+    /// Any JSON posted to `POST /sources/{name}`, signatures optionally checked.
+    #[cfg(feature = "ops")]
+    Webhook(ops::config::WebhookSourceConfig),
 }
 
 /// A place that subscriptions deliver to, by `type` (one variant per connector).
@@ -162,7 +174,16 @@ fn left_out(v: &mut Validator<'_>, path: &str, tag: &str) {
 }
 
 impl SourceEntry for SourceConfig {
-    const TYPES: &'static [&'static str] = &["http", "kafka", "rabbitmq", "s3", "timer"];
+    const TYPES: &'static [&'static str] = &[
+        "http",
+        "kafka",
+        "rabbitmq",
+        "s3",
+        "timer",
+        "probe",
+        "alertmanager",
+        "webhook",
+    ];
 
     fn parse(
         tag: &str,
@@ -181,6 +202,12 @@ impl SourceEntry for SourceConfig {
             "timer" => v.section(value, path).map(Self::Timer),
             #[cfg(feature = "s3")]
             "s3" => v.section(value, path).map(Self::S3),
+            #[cfg(feature = "ops")]
+            "probe" => v.section(value, path).map(Self::Probe),
+            #[cfg(feature = "ops")]
+            "alertmanager" => v.section(value, path).map(Self::Alertmanager),
+            #[cfg(feature = "ops")]
+            "webhook" => v.section(value, path).map(Self::Webhook),
             other => {
                 let _ = value;
                 left_out(v, path, other);
@@ -272,6 +299,15 @@ impl BuiltSource {
             routes: None,
         }
     }
+
+    /// A source that only serves routes (a webhook).
+    #[cfg(feature = "http")]
+    pub fn routes(routes: axum::Router) -> Self {
+        Self {
+            task: None,
+            routes: Some(routes),
+        }
+    }
 }
 
 impl SourceConfig {
@@ -287,6 +323,12 @@ impl SourceConfig {
             Self::Timer(ref c) => c,
             #[cfg(feature = "s3")]
             Self::S3(ref c) => c,
+            #[cfg(feature = "ops")]
+            Self::Probe(ref c) => c,
+            #[cfg(feature = "ops")]
+            Self::Alertmanager(ref c) => c,
+            #[cfg(feature = "ops")]
+            Self::Webhook(ref c) => c,
         }
     }
 }

@@ -25,6 +25,14 @@ mod store;
 pub mod throttle;
 pub mod transform;
 
+/// The store's parts, for its benchmarks (`router/benches/`); not an API.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::store::log::acks::Acks;
+    pub use crate::store::log::window::Window;
+    pub use crate::store::log::{Append, Entry, Log};
+}
+
 /// Milliseconds since the Unix epoch, on the runtime's clock: the wall clock when
 /// first asked, advanced by tokio's monotonic clock since. Everything that
 /// schedules (leases, retry backoff, batch waits, replay windows) reads time here,

@@ -17,6 +17,7 @@ use crate::engine::{BacklogFull, Engine, Metrics, PublishError, Published, Repla
 use crate::error::ErrorClass;
 use crate::event::Event;
 use crate::store::{Progress, StoreError};
+use cloudevents::AttributesReader;
 
 /// A source's door to the engine: publish, reject, its bus's backlog, its
 /// replay positions, its status and metrics. Cheap to clone.
@@ -61,6 +62,16 @@ impl SourceStatuses {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned(), status);
+    }
+
+    /// The names of the sources that reported a status.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// (source, reason) of each source that cannot bring events in.
@@ -111,7 +122,15 @@ impl SourceContext {
 
     /// Match, store and commit `events`; `Ok` means they are durable (replays
     /// within `server.dedupe_window` are dropped by their `source` + `id`).
+    ///
+    /// An event the engine refuses (a malformed `deliverat`/`delay`, or one
+    /// further than `server.max_delay`) goes to this source's dead letters with
+    /// the reason, as [`SourceContext::reject`] would put it, and the others are
+    /// published: a source that pulls has nobody to answer. (So do
+    /// [`SourceContext::publish_at`] and [`SourceContext::publish_marked`].)
     pub async fn publish(&self, events: &[Event]) -> Result<usize, PublishError> {
+        let screened = self.screen(events).await?;
+        let events = screened.as_deref().unwrap_or(events);
         let published = self
             .engine
             .publish(&self.bus, &self.name, events, Replays::ByKey)
@@ -120,7 +139,9 @@ impl SourceContext {
     }
 
     /// [`SourceContext::publish`], telling also how many of the events matched a
-    /// rule (for sources that answer their caller with it).
+    /// rule, for sources that answer their caller: an event the engine refuses
+    /// refuses the whole call ([`PublishError::Invalid`], nothing written), for
+    /// the caller to hear about (HTTP 400).
     pub async fn publish_counted(&self, events: &[Event]) -> Result<Published, PublishError> {
         self.engine
             .publish(&self.bus, &self.name, events, Replays::ByKey)
@@ -149,11 +170,26 @@ impl SourceContext {
             },
             None => Replays::ByKey,
         };
+        let screened = self.screen(events).await?;
+        let events = screened.as_deref().unwrap_or(events);
         let published = self
             .engine
             .publish(&self.bus, &self.name, events, replays)
             .await?;
         Ok(published.queued)
+    }
+
+    /// Move the events the engine refuses to this source's dead letters (durably);
+    /// `Some(the rest)` when there were any, `None` when it takes them all.
+    async fn screen(&self, events: &[Event]) -> Result<Option<Vec<Event>>, PublishError> {
+        let Some((taken, refused)) = self.engine.screen(events) else {
+            return Ok(None);
+        };
+        for (event, reason) in &refused {
+            tracing::debug!(source = %self.name, ce_id = %event.id(), reason = %reason, "Event refused to the source's dead letters.");
+        }
+        self.reject(refused).await?;
+        Ok(Some(taken))
     }
 
     /// The position stored under `key` within `server.dedupe_window` of being
@@ -204,6 +240,8 @@ impl SourceContext {
             positions: marks,
             removed: unmarks,
         };
+        let screened = self.screen(events).await?;
+        let events = screened.as_deref().unwrap_or(events);
         let published = self
             .engine
             .publish(&self.bus, &self.name, events, replays)

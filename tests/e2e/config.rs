@@ -107,6 +107,8 @@ fn every_example_config_is_valid() {
         Some(match name {
             "KAFKA_BROKERS" => "127.0.0.1:9092".to_owned(),
             "DATABASE_URL" => "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+            // A Standard Webhooks secret (`whsec_` and base64).
+            "BILLING_WEBHOOK_SECRET" => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
             _ => "http://127.0.0.1:9000/".to_owned(),
         })
     };
@@ -168,6 +170,22 @@ fn dead_letter_must_name_another_known_target() {
     );
     assert!(
         stderr.contains("rules[1].dead_letter: \"fn\" is already one of the rule's targets"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_http_target_batch_of_nothing_is_refused_with_its_path() {
+    let (code, _, stderr) = validate(
+        "targets:\n  - name: fn\n    type: http\n    url: http://127.0.0.1:9/\n    batch: { max_events: 0, max_bytes: 0 }\nrules:\n  - name: r\n    targets: [fn]\n",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("targets[0].batch.max_events: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("targets[0].batch.max_bytes: must be at least 1"),
         "{stderr}"
     );
 }

@@ -282,3 +282,52 @@ rules:\n  - name: orders\n    transform: {{ jq: '{{wrapped: .data}}' }}\n    tar
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A batching HTTP target gets CloudEvents batches of at most `max_events`; a
+/// failed request is retried whole, and every event arrives.
+#[tokio::test]
+async fn a_batching_http_target_gets_cloudevents_batches_retried_whole() {
+    let recv = Receiver::start().await;
+    recv.script(&[503], 200);
+    let batch = "    batch: { max_events: 50, max_wait: 200ms }\n";
+    let config = orders_config(&recv.url(), "").replacen(
+        "    timeout: 2s\n",
+        &format!("    timeout: 2s\n{batch}"),
+        1,
+    );
+    let sluice = Sluice::start(&config).await;
+    let events: Vec<Value> = (0..120).map(order).collect();
+    assert_eq!(sluice.post_batch(&json!(events)).await.status(), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut ids = Vec::new();
+    while ids.len() < 120 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 120 arrived",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ids.clear();
+        for request in recv.delivered() {
+            assert_eq!(
+                request.header("content-type"),
+                Some("application/cloudevents-batch+json")
+            );
+            let batch = request.json();
+            let batch = batch.as_array().expect("a JSON array");
+            assert!(
+                (1..=50).contains(&batch.len()),
+                "{} events in one request",
+                batch.len()
+            );
+            ids.extend(batch.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        }
+    }
+    ids.sort_by_key(|id| id.parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..120).map(|i| i.to_string()).collect();
+    assert_eq!(ids, expected, "each event once");
+    // The refused first request came back whole: one more attempt than requests delivered.
+    assert_eq!(recv.attempts(), recv.delivered().len() + 1);
+    let stats = sluice.stats("big-orders.fn").await;
+    assert_eq!(stats["delivered_total"], 120);
+}

@@ -50,6 +50,9 @@ pub struct Sluice {
     pub addr: SocketAddr,
     child: Option<Child>,
     pub client: reqwest::Client,
+    /// Environment variables the process starts with (secrets named by
+    /// `secret_env`), on top of the test's.
+    env: Vec<(String, String)>,
 }
 
 impl Sluice {
@@ -61,6 +64,18 @@ impl Sluice {
     /// As [`Sluice::start`], with extra lines inside `server:` (indented two spaces).
     pub async fn start_with_server(body: &str, server_extra: &str) -> Self {
         let mut s = Self::configure(body, server_extra);
+        s.spawn().await;
+        s
+    }
+
+    /// As [`Sluice::start_with_server`], the process started with `env` added
+    /// to its environment.
+    pub async fn start_with_env(body: &str, server_extra: &str, env: &[(&str, &str)]) -> Self {
+        let mut s = Self::configure(body, server_extra);
+        s.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         s.spawn().await;
         s
     }
@@ -94,6 +109,7 @@ impl Sluice {
             addr,
             child: None,
             client: reqwest::Client::new(),
+            env: Vec::new(),
         }
     }
 
@@ -113,6 +129,7 @@ impl Sluice {
         let child = Command::new(BIN)
             .args(["serve", "-c"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -324,6 +341,8 @@ impl Drop for Sluice {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the request arrived (wall clock).
+    pub at: std::time::SystemTime,
 }
 
 impl Received {
@@ -439,12 +458,13 @@ impl Receiver {
 }
 
 async fn handle(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let at = std::time::SystemTime::now();
     r.inner.lock().unwrap().arrived += 1;
     r.changed.notify_waiters();
     if let Some(g) = &r.gate {
         let _permit = g.acquire().await.unwrap();
     }
-    let received = Received { headers, body };
+    let received = Received { headers, body, at };
     let status = {
         let mut inner = r.inner.lock().unwrap();
         let status = inner.script.pop_front().unwrap_or(inner.then);

@@ -2,6 +2,7 @@
 
 mod backpressure;
 mod config;
+mod delay;
 mod delivery;
 mod elasticsearch;
 mod first_hour;
@@ -12,10 +13,12 @@ mod ingest;
 mod kafka;
 mod kafka_group;
 mod kafka_sources;
+mod ops;
 mod postgres;
 mod rabbitmq;
 mod rules;
 mod s3;
 mod s3_events;
 mod s3_poll;
+mod system_events;
 mod timer;

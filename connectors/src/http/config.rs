@@ -6,7 +6,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_router::config::{
-    defaults, BindingMode, DurationString, SourceSpec, TargetSpec, Validator,
+    defaults, validate_batch_size, BatchConfig, BindingMode, DurationString, SourceSpec,
+    TargetSpec, Validator,
 };
 use sluice_router::source::SourceContext;
 
@@ -51,6 +52,14 @@ pub struct HttpTargetConfig {
     /// (408 and 429 always are).
     #[serde(default)]
     pub retry_statuses: Vec<u16>,
+    /// Send up to `max_events` events (and `max_bytes`) per request, waiting up
+    /// to `max_wait` for a batch to fill, as a CloudEvents batch
+    /// (`application/cloudevents-batch+json`, a JSON array of structured
+    /// events). Every request of a batching target is a batch, one event or
+    /// many, so the function reads one format; `mode` is not used. All or
+    /// nothing: the answer's status applies to every event of the request.
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
 }
 
 impl SourceSpec for HttpSourceConfig {
@@ -74,6 +83,9 @@ impl TargetSpec for HttpTargetConfig {
     }
     fn concurrency(&self) -> usize {
         self.concurrency
+    }
+    fn batch(&self) -> Option<BatchConfig> {
+        self.batch.clone()
     }
     fn validate(&self, at: &str, v: &mut Validator<'_>) {
         validate_target(v, at, self);
@@ -104,6 +116,9 @@ fn validate_target(c: &mut Validator<'_>, at: &str, t: &HttpTargetConfig) {
         if http_header_invalid(name, value) {
             c.push(format!("{at}.headers.{name}"), "is not a valid HTTP header");
         }
+    }
+    if let Some(batch) = &t.batch {
+        validate_batch_size(c, at, batch);
     }
     for (j, status) in t.retry_statuses.iter().enumerate() {
         if !(400..500).contains(status) {

@@ -17,7 +17,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 use sluice_router::config::ServerConfig;
-use sluice_router::engine::{BacklogFull, Ingest};
+use sluice_router::engine::{BacklogFull, Ingest, PublishError};
 use sluice_router::event::Event;
 use sluice_router::source::SourceContext;
 
@@ -172,13 +172,34 @@ async fn ingest(
 }
 
 /// Publish; returns how many of the events matched a rule (`None` where the door
-/// does not say).
-async fn publish(door: &Door, bus: &str, events: &[Event]) -> Result<Option<usize>, ApiError> {
+/// does not say). `batch`: the offset of `events` in the request's batch.
+async fn publish(
+    door: &Door,
+    bus: &str,
+    events: &[Event],
+    batch: Option<usize>,
+) -> Result<Option<usize>, ApiError> {
     let matched = match door {
         Door::Buses(ingest) => ingest.publish(bus, events).await.map(|p| Some(p.matched)),
-        Door::Source(cx) => cx.publish(events).await.map(|_| None),
+        Door::Source(cx) => cx.publish_counted(events).await.map(|_| None),
     };
-    matched.map_err(ApiError::unavailable)
+    matched.map_err(|e| publish_error(e, batch))
+}
+
+/// A failed publish as an answer: an event the engine refused (a bad
+/// `deliverat`/`delay`) is the caller's mistake, 400 naming the field (`[i].field`
+/// in a batch whose part starts at `batch`); anything else is sluice's.
+pub(crate) fn publish_error(e: PublishError, batch: Option<usize>) -> ApiError {
+    match e {
+        PublishError::Invalid { index, error } => {
+            let error = match batch {
+                Some(first) => error.within(&format!("[{}]", first + index)),
+                None => error,
+            };
+            ApiError::bad_event(error.field, error.message)
+        }
+        e => ApiError::unavailable(e),
+    }
 }
 
 /// Batches up to this many bytes are parsed whole and published at once; larger
@@ -209,7 +230,7 @@ async fn accept(
             let items = binding::batch_items(bytes, state.max_event_bytes)?;
             if bytes.len() <= BATCH_PART_BYTES {
                 let events = binding::batch_events(&items, 0)?;
-                let matched = publish(&state.door, bus, &events).await?;
+                let matched = publish(&state.door, bus, &events, Some(0)).await?;
                 return Ok((events.len(), matched));
             }
             for (i, raw) in items.iter().enumerate() {
@@ -225,14 +246,14 @@ async fn accept(
                     end += 1;
                 }
                 let events = binding::batch_events(&items[start..end], start)?;
-                let part = publish(&state.door, bus, &events).await?;
+                let part = publish(&state.door, bus, &events, Some(start)).await?;
                 matched = matched.zip(part).map(|(a, b)| a + b);
                 start = end;
             }
             return Ok((items.len(), matched));
         }
     };
-    let matched = publish(&state.door, bus, std::slice::from_ref(&event)).await?;
+    let matched = publish(&state.door, bus, std::slice::from_ref(&event), None).await?;
     Ok((1, matched))
 }
 
@@ -241,15 +262,48 @@ async fn accept(
 /// body limit (`server.max_batch_bytes`) and budget, the bus's room, refusals
 /// counted, the error JSON. The connector only parses. (Compiled with the
 /// connectors that serve such routes.)
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "ops"))]
 #[derive(Clone)]
 pub(crate) struct Webhook(IngestState);
 
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "ops"))]
 impl Webhook {
     pub(crate) fn new(cx: SourceContext) -> Self {
         let server = cx.server().clone();
         Self(IngestState::new(Door::Source(cx), &server))
+    }
+
+    /// Ask no ingest token: for sources whose requests prove themselves by a
+    /// signature the connector checks in its parser (senders such as GitHub
+    /// cannot send a bearer token).
+    #[cfg(feature = "ops")]
+    pub(crate) fn signed(mut self) -> Self {
+        self.0.token = None;
+        self
+    }
+
+    /// The largest event, for parsers that check each event they make.
+    #[cfg(feature = "ops")]
+    pub(crate) fn max_event_bytes(&self) -> usize {
+        self.0.max_event_bytes
+    }
+
+    /// Check the token and the bus's room, read the body, `parse` it, publish what
+    /// it made: `202 {"accepted": N, "matched": M}` once durable, or `200` with
+    /// nothing published when `parse` says the body carries no events (`None`:
+    /// a test notification). A bad body publishes nothing.
+    #[cfg(feature = "ops")]
+    pub(crate) async fn receive<F>(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        parse: F,
+    ) -> Result<axum::response::Response, ApiError>
+    where
+        F: FnOnce(&[u8]) -> Result<Option<Vec<Event>>, ApiError>,
+    {
+        self.receive_finished(headers, body, parse, |events| async { Ok(events) })
+            .await
     }
 
     /// Check the token and the bus's room, read the body, `parse` it, let
@@ -258,7 +312,7 @@ impl Webhook {
     /// durable, or `200` with nothing published when `parse` says the body
     /// carries no events (`None`: a test notification). A bad body publishes
     /// nothing.
-    pub(crate) async fn receive<F, G, Fut>(
+    pub(crate) async fn receive_finished<F, G, Fut>(
         &self,
         headers: &HeaderMap,
         body: Body,
@@ -302,7 +356,7 @@ impl Webhook {
         let published = cx
             .publish_counted(&events)
             .await
-            .map_err(ApiError::unavailable)?;
+            .map_err(|e| publish_error(e, (events.len() > 1).then_some(0)))?;
         Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "accepted": events.len(), "matched": published.matched })),

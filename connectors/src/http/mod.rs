@@ -10,8 +10,10 @@ mod sink;
 
 pub use error::{check_bearer, ApiError};
 pub use ingest::routes;
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "ops"))]
 pub(crate) use ingest::Webhook;
 pub use sink::HttpSink;
+#[cfg(any(feature = "elasticsearch", feature = "ops"))]
+pub(crate) use sink::{client, root_cause};
 #[cfg(feature = "elasticsearch")]
-pub(crate) use sink::{client, humantime_secs, parse_retry_after, root_cause};
+pub(crate) use sink::{humantime_secs, parse_retry_after};

@@ -1,4 +1,5 @@
-//! The HTTP function target: one CloudEvent per request, binary mode by default.
+//! The HTTP function target: one CloudEvent per request, binary mode by default,
+//! or with `batch`, CloudEvents batches.
 
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct HttpSink {
     timeout: Duration,
     headers: Vec<(HeaderName, HeaderValue)>,
     retry_statuses: Vec<u16>,
+    /// Whether requests carry CloudEvents batches.
+    batches: bool,
 }
 
 impl HttpSink {
@@ -47,6 +50,7 @@ impl HttpSink {
             timeout: config.timeout,
             headers,
             retry_statuses: config.retry_statuses.clone(),
+            batches: config.batch.is_some(),
         })
     }
 }
@@ -54,8 +58,16 @@ impl HttpSink {
 #[async_trait]
 impl Sink for HttpSink {
     /// One request per event (the dispatcher sends one at a time, up to the
-    /// target's concurrency in parallel).
+    /// target's concurrency in parallel), or with `batch` one request for all of
+    /// them, whose outcome is each event's.
     async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+        if self.batches {
+            let result = match serde_json::to_vec(events) {
+                Ok(body) => self.send(binding::BATCH, Vec::new(), body).await,
+                Err(e) => Err(SinkError::permanent(e.to_string())),
+            };
+            return vec![result; events.len()];
+        }
         let mut results = Vec::with_capacity(events.len());
         for event in events {
             results.push(self.call(event).await);
@@ -67,23 +79,42 @@ impl Sink for HttpSink {
 impl HttpSink {
     /// Call the endpoint with one event.
     async fn call(&self, event: &Event) -> Result<(), SinkError> {
-        let mut request = self.client.post(self.url.clone());
-        request = match self.mode {
+        match self.mode {
             BindingMode::Binary => {
                 let (headers, body) = binding::to_binary(event);
-                for (n, v) in headers {
-                    request = request.header(n, v);
-                }
-                request.body(body)
+                self.send("", headers, body).await
             }
-            BindingMode::Structured => request
-                .header(reqwest::header::CONTENT_TYPE, binding::STRUCTURED)
-                .body(serde_json::to_vec(event).map_err(|e| SinkError::permanent(e.to_string()))?),
-        };
+            BindingMode::Structured => {
+                let body =
+                    serde_json::to_vec(event).map_err(|e| SinkError::permanent(e.to_string()))?;
+                self.send(binding::STRUCTURED, Vec::new(), body).await
+            }
+        }
+    }
+
+    /// POST `body` with `content_type` (none: `headers` carry it) and `headers`,
+    /// then the target's own headers; a failure says whether to retry.
+    async fn send(
+        &self,
+        content_type: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Vec<u8>,
+    ) -> Result<(), SinkError> {
+        let mut request = self.client.post(self.url.clone());
+        if !content_type.is_empty() {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        for (n, v) in headers {
+            request = request.header(n, v);
+        }
         for (n, v) in &self.headers {
             request = request.header(n, v);
         }
-        let mut response = request.send().await.map_err(|e| self.request_error(e))?;
+        let mut response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.request_error(e))?;
         let status = response.status();
         let retry_after = response
             .headers()

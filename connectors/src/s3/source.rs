@@ -86,10 +86,7 @@ impl BuildSource for S3SourceConfig {
                         mapping,
                         inline,
                     });
-                Ok(BuiltSource {
-                    task: None,
-                    routes: Some(routes),
-                })
+                Ok(BuiltSource::routes(routes))
             }
         }
     }
@@ -102,7 +99,7 @@ async fn notifications(
 ) -> Result<Response, ApiError> {
     state
         .webhook
-        .receive(
+        .receive_finished(
             &headers,
             body,
             |bytes| match notification::parse(bytes, &state.mapping) {

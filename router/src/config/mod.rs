@@ -82,12 +82,15 @@ pub struct Validator<'a> {
     /// that parsed. Validation counts parsed entries; an entry that failed to parse
     /// must not shift the index (and line) reported for the ones after it.
     original: Vec<(&'static str, Vec<usize>)>,
+    /// The environment `${NAME}` is read from (the process's, or a test's).
+    env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl<'a> Validator<'a> {
-    fn new(positions: &'a Positions) -> Self {
+    fn new(positions: &'a Positions, env: &'a dyn Fn(&str) -> Option<String>) -> Self {
         Self {
             positions,
+            env,
             errors: Vec::new(),
             unparsed_targets: Vec::new(),
             reported: Vec::new(),
@@ -103,6 +106,13 @@ impl<'a> Validator<'a> {
         path: &str,
     ) -> Option<T> {
         parse::section(value, path, self)
+    }
+
+    /// The environment variable `name`, from the environment this configuration
+    /// is loaded with: for settings that name a secret's variable
+    /// (`secret_env`) rather than hold it.
+    pub fn env(&self, name: &str) -> Option<String> {
+        (self.env)(name)
     }
 
     /// Report `message` at `path` (`targets[2].url`), unless a problem was
@@ -150,7 +160,7 @@ pub fn load_with_env<S: SourceEntry, T: TargetEntry>(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Validated<S, T>, ConfigErrors> {
     let positions = Positions::index(text);
-    let mut c = Validator::new(&positions);
+    let mut c = Validator::new(&positions, env);
     let Some(config) = parse::parse(text, env, &mut c) else {
         return Err(ConfigErrors(c.errors));
     };
@@ -290,6 +300,27 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(
     }
     if server.max_backlog == 0 {
         c.push("server.max_backlog", "must be greater than 0");
+    }
+    let system = &server.system_events;
+    if system.backlog_threshold == 0 {
+        c.push(
+            "server.system_events.backlog_threshold",
+            "must be greater than 0",
+        );
+    }
+    if system.dead_letter_interval.is_zero() {
+        c.push(
+            "server.system_events.dead_letter_interval",
+            "must be greater than 0",
+        );
+    }
+    if let Some(name) = &system.name {
+        if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || ch == '/') {
+            c.push(
+                "server.system_events.name",
+                "must be a host name: not empty, no spaces or slashes",
+            );
+        }
     }
     if server.max_batch_bytes < server.max_event_bytes {
         c.push(

@@ -107,6 +107,11 @@ pub fn validate_batch(c: &mut Validator<'_>, at: &str, batch: &BatchConfig, conc
     if concurrency == 0 || concurrency > 256 {
         c.push(format!("{at}.concurrency"), "must be between 1 and 256");
     }
+    validate_batch_size(c, at, batch);
+}
+
+/// A batch of at least one event and byte.
+pub fn validate_batch_size(c: &mut Validator<'_>, at: &str, batch: &BatchConfig) {
     if batch.max_events == 0 {
         c.push(format!("{at}.batch.max_events"), "must be at least 1");
     }

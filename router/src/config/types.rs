@@ -102,6 +102,55 @@ pub struct ServerConfig {
     /// (Kafka) pause, so a stalled target bounds the store.
     #[serde(default = "defaults::max_backlog")]
     pub max_backlog: u64,
+    /// How far ahead an event may ask to be delivered with the CloudEvents
+    /// extension `deliverat` (an RFC 3339 time) or `delay` (a duration such as
+    /// `90s` or `1h30m`). Further is refused: HTTP ingest answers 400 naming the
+    /// extension, a pulling source puts the event in its dead letters with the
+    /// reason. `0s` refuses every delay in the future.
+    #[serde(default = "defaults::max_delay", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub max_delay: Duration,
+    /// sluice's own events (backlog high/recovered, dead letters, targets and
+    /// sources going down and up, start and stop) on bus `system`, for rules on
+    /// that bus to route like any event.
+    #[serde(default)]
+    pub system_events: SystemEventsConfig,
+}
+
+/// sluice's own events on bus `system` (see docs/system-events.md). Key names
+/// are part of the config contract: `enabled` switches them all; the rest tune
+/// when one is published.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemEventsConfig {
+    /// Publish them at all. Without a rule on bus `system` they cost a check a
+    /// second and are dropped as unmatched.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// A subscription holding at least this many events (ready, retrying or
+    /// delayed) publishes `sluice.subscription.backlog_high`; once it is back
+    /// at or below half of it, `sluice.subscription.backlog_recovered`.
+    #[serde(default = "defaults::backlog_threshold")]
+    pub backlog_threshold: u64,
+    /// `sluice.subscription.dead_lettered` is published at most once per
+    /// subscription per this time, counting every dead letter since the last one.
+    #[serde(default = "defaults::dead_letter_interval", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub dead_letter_interval: Duration,
+    /// The name in the events' `source` (`sluice://<name>`); default: the host name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Default for SystemEventsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            backlog_threshold: defaults::backlog_threshold(),
+            dead_letter_interval: defaults::dead_letter_interval(),
+            name: None,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -115,6 +164,8 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             dedupe_window: defaults::dedupe_window(),
             max_backlog: defaults::max_backlog(),
+            max_delay: defaults::max_delay(),
+            system_events: SystemEventsConfig::default(),
             max_connections: defaults::max_connections(),
             header_timeout: defaults::header_timeout(),
             request_timeout: defaults::request_timeout(),
@@ -355,6 +406,15 @@ pub mod defaults {
     pub fn bus() -> String {
         "default".into()
     }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn backlog_threshold() -> u64 {
+        10_000
+    }
+    pub fn dead_letter_interval() -> Duration {
+        Duration::from_secs(60)
+    }
     /// 256 KiB, the EventBridge limit.
     pub fn max_event_bytes() -> u64 {
         256 * 1024
@@ -383,6 +443,10 @@ pub mod defaults {
     }
     pub fn max_backlog() -> u64 {
         1_000_000
+    }
+    /// A week: the longest a `deliverat`/`delay` event waits in the store.
+    pub fn max_delay() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
     }
     pub fn dedupe_window() -> Duration {
         Duration::from_secs(600)

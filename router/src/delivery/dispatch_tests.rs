@@ -284,3 +284,76 @@ async fn a_retry_waits_its_backoff_on_the_runtime_s_clock() {
         1
     );
 }
+
+fn delayed(n: u64, delay: &str) -> Event {
+    let mut e = event(n);
+    e.set_extension("delay", delay);
+    e
+}
+
+/// An event with `delay` waits in the queue (counted in depth as scheduled)
+/// and is delivered after events published later without one.
+#[tokio::test(start_paused = true)]
+async fn a_delayed_event_waits_for_its_time_behind_later_ready_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    publish(&engine, &[delayed(1, "3s")]).await;
+    publish(&engine, &[event(2)]).await;
+    let stats = engine.subscription_handles()[0].queue.stats();
+    assert_eq!((stats.depth, stats.retrying), (2, 1));
+    // Its age (retries' `max_age`) counts from when it comes due.
+    let queue = &engine.subscription_handles()[0].queue;
+    let all = queue
+        .lease(10, u64::MAX, &Default::default(), None)
+        .unwrap();
+    let since: Vec<u64> = all.iter().map(|l| l.record.enqueued_ms).collect();
+    assert!(since[0] >= since[1] + 3_000, "{since:?}");
+    let sink = Arc::new(Recorder::default());
+    let batch = BatchConfig {
+        max_events: 1,
+        max_bytes: 1 << 20,
+        max_wait: Duration::ZERO,
+    };
+    let start = crate::now_ms();
+    run(&engine, sink.clone(), &batch, |s| delivered(s) == 2).await;
+    assert_eq!(*sink.batches.lock().unwrap(), [vec![2], vec![1]]);
+    assert!(crate::now_ms() >= start + 3_000, "not before its delay");
+}
+
+/// A pulling source has nobody to answer: an event with a bad or too distant
+/// delay goes to its dead letters with the reason, the others are published.
+#[tokio::test]
+async fn a_source_keeps_events_with_refused_delays_in_its_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let cx = engine
+        .source("pull", "default", CancellationToken::new())
+        .unwrap();
+    let events = [
+        event(1),
+        delayed(2, "soon"),
+        delayed(3, "8d"),
+        delayed(4, "1m"),
+    ];
+    assert_eq!(cx.publish(&events).await.unwrap(), 2);
+    let letters = engine.source_dead_letters("pull", None, 10).unwrap();
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    assert_eq!(letters.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("delay: \"soon\" is not a duration"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("further away than server.max_delay"),
+        "{reasons:?}"
+    );
+    // A source that answers its caller gets the refusal instead, nothing written.
+    let refused = cx.publish_counted(&[event(5), delayed(6, "soon")]).await;
+    match refused {
+        Err(crate::engine::PublishError::Invalid { index, error }) => {
+            assert_eq!((index, error.field.as_str()), (1, "delay"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(engine.subscription_handles()[0].queue.stats().depth, 2);
+}

@@ -10,9 +10,11 @@
 //! - The binary starts delivery from a sink per target ([`Engine::start_delivery`])
 //!   and runs the admin API on [`Engine::subscriptions`], dead letters and redrive.
 
+mod delay;
 mod delivery;
 mod ingest;
 mod ops;
+mod system;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -21,15 +23,17 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
+pub use self::delay::{DELAY, DELIVER_AT};
 pub use self::delivery::Delivery;
 pub use self::ingest::{BacklogFull, Ingest};
 pub use self::ops::{NotReady, SubscriptionInfo};
+pub use self::system::{SystemEvents, SYSTEM_BUS};
 use crate::config::{
     BatchConfig, CompiledRules, RuleConfig, ServerConfig, SourceEntry, TargetEntry, Validated,
 };
 use crate::delivery::dispatch::Subscription;
 use crate::delivery::retry::RetryPolicy;
-use crate::event::{event_key, Event};
+use crate::event::{event_key, Event, EventError};
 use crate::matching::rules::Scratch;
 pub use crate::metrics::Metrics;
 use crate::now_ms;
@@ -56,6 +60,8 @@ pub struct Engine {
     dedupe_window_ms: u64,
     /// A bus whose deepest subscription holds more than this refuses ingest.
     max_backlog: u64,
+    /// How far ahead `deliverat`/`delay` may ask (`server.max_delay`).
+    max_delay_ms: u64,
     server: ServerConfig,
     statuses: SourceStatuses,
 }
@@ -149,6 +155,11 @@ pub enum PublishError {
     Store(#[from] StoreError),
     #[error("event could not be encoded: {0}")]
     Encode(String),
+    /// An event asks for something the engine refuses (a malformed or too distant
+    /// `deliverat`/`delay`); nothing of the call was written. `index` is the
+    /// event's place in the call.
+    #[error("event {index}: {error}")]
+    Invalid { index: usize, error: EventError },
 }
 
 impl Engine {
@@ -243,6 +254,7 @@ impl Engine {
             buses,
             dedupe_window_ms: server.dedupe_window.as_millis() as u64,
             max_backlog: server.max_backlog,
+            max_delay_ms: u64::try_from(server.max_delay.as_millis()).unwrap_or(u64::MAX),
             server: server.clone(),
             statuses: SourceStatuses::default(),
         }))
@@ -325,6 +337,42 @@ impl Engine {
         published
     }
 
+    /// Each event's due time (`None`: now), from its `deliverat`/`delay`.
+    fn due_times(&self, events: &[Event], now: u64) -> Result<Vec<Option<u64>>, PublishError> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(index, e)| {
+                delay::due_ms(e, now, self.max_delay_ms)
+                    .map_err(|error| PublishError::Invalid { index, error })
+            })
+            .collect()
+    }
+
+    /// `None` when the engine takes every one of `events`; else those it takes
+    /// and those it refuses with the reason, for sources that keep refused input
+    /// in their dead letters.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn screen(&self, events: &[Event]) -> Option<(Vec<Event>, Vec<(Event, String)>)> {
+        let now = now_ms();
+        let verdicts: Vec<_> = events
+            .iter()
+            .map(|e| delay::due_ms(e, now, self.max_delay_ms).err())
+            .collect();
+        if verdicts.iter().all(Option::is_none) {
+            return None;
+        }
+        let mut refused = Vec::new();
+        let mut taken = Vec::with_capacity(events.len());
+        for (e, verdict) in events.iter().zip(verdicts) {
+            match verdict {
+                None => taken.push(e.clone()),
+                Some(error) => refused.push((e.clone(), error.to_string())),
+            }
+        }
+        Some((taken, refused))
+    }
+
     async fn write(
         &self,
         bus: &str,
@@ -337,13 +385,16 @@ impl Engine {
             Replays::ByKey | Replays::Marked { .. } => self.dedupe_window_ms,
             Replays::ByPosition { .. } => 0,
         };
+        // Every event's due time first: a refused one refuses the call, before
+        // anything is written.
+        let due = self.due_times(events, now)?;
         let mut scratch = Scratch::default();
         let mut matched = Vec::new();
         // Each matching event once, then per subscription the events it gets, so
         // each queue takes them (and checks their keys) under its lock once.
-        let mut records: Vec<(Record, [u8; 16])> = Vec::new();
+        let mut records: Vec<(Record, [u8; 16], Option<u64>)> = Vec::new();
         let mut per_sub: Vec<(&Arc<Subscription>, Vec<usize>)> = Vec::new();
-        for event in events {
+        for (event, &due) in events.iter().zip(&due) {
             matched.clear();
             self.rules
                 .set()
@@ -356,7 +407,10 @@ impl Engine {
             let raw =
                 RawValue::from_string(text).map_err(|e| PublishError::Encode(e.to_string()))?;
             let index = records.len();
-            records.push((Record::new(raw, now), event_key(event).into_bytes()));
+            // A delayed event's clock (retries' `max_age`, delivery latency)
+            // starts when it comes due, not while it waits on purpose.
+            let since = due.unwrap_or(now);
+            records.push((Record::new(raw, since), event_key(event).into_bytes(), due));
             for &rule in &matched {
                 for sub in &self.rule_subs[rule as usize] {
                     match per_sub.iter_mut().find(|(s, _)| Arc::ptr_eq(s, sub)) {
@@ -369,9 +423,9 @@ impl Engine {
         let mut written = 0;
         let mut duplicate = vec![false; records.len()];
         for (sub, list) in &per_sub {
-            let batch: Vec<(&Record, &[u8; 16])> = list
+            let batch: Vec<(&Record, &[u8; 16], Option<u64>)> = list
                 .iter()
-                .map(|&i| (&records[i].0, &records[i].1))
+                .map(|&i| (&records[i].0, &records[i].1, records[i].2))
                 .collect();
             let queued = sub.queue.enqueue_all(&batch, window_ms, now)?;
             for (&i, queued) in list.iter().zip(queued) {

@@ -46,6 +46,11 @@ impl Queue {
     /// every one. Returns, per event, whether it was appended. Not durable until
     /// [`super::Store::commit`] returns.
     ///
+    /// An event with a due time after `now_ms` (delayed delivery: `deliverat` /
+    /// `delay`) goes to the scheduled range, where retries wait, instead of the
+    /// ready chunk (see the key layout in [`super::queue`]); its key is
+    /// remembered the same way.
+    ///
     /// Plain inserts, record first and its key after: a sled batch would make the
     /// two atomic, but it stops every other reader and writer of the store while
     /// it applies, which halved single-event throughput. sled recovers its writes
@@ -54,16 +59,25 @@ impl Queue {
     /// start.
     pub fn enqueue_all(
         &self,
-        events: &[(&Record, &[u8; 16])],
+        events: &[(&Record, &[u8; 16], Option<u64>)],
         window_ms: u64,
         now_ms: u64,
     ) -> Result<Vec<bool>, StoreError> {
         let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
+        let later = |due: Option<u64>| due.filter(|&d| d > now_ms);
         if window_ms == 0 {
-            let records: Vec<Vec<u8>> = events.iter().map(|&(r, _)| ser(r)).collect();
+            let mut records = Vec::with_capacity(events.len());
+            let mut delayed = Vec::new();
+            for &(r, _, due) in events {
+                match later(due) {
+                    Some(due) => delayed.push((due, ser(r))),
+                    None => records.push(ser(r)),
+                }
+            }
             if !records.is_empty() {
                 self.append_chunk(&records)?;
             }
+            self.append_due(delayed)?;
             return Ok(vec![true; events.len()]);
         }
         let last = self.state.last_prune_ms.load(Ordering::Relaxed);
@@ -73,14 +87,18 @@ impl Queue {
         }
         let mut queued = Vec::with_capacity(events.len());
         let mut records = Vec::with_capacity(events.len());
+        let mut delayed = Vec::new();
         let mut keys: Vec<&[u8; 16]> = Vec::with_capacity(events.len());
         let mut taken: HashSet<&[u8; 16]> = HashSet::with_capacity(events.len());
-        for &(record, event_key) in events {
+        for &(record, event_key, due) in events {
             if taken.contains(event_key) || self.seen(event_key, window_ms, now_ms)? {
                 queued.push(false);
                 continue;
             }
-            records.push(ser(record));
+            match later(due) {
+                Some(due) => delayed.push((due, ser(record))),
+                None => records.push(ser(record)),
+            }
             taken.insert(event_key);
             keys.push(event_key);
             queued.push(true);
@@ -88,6 +106,10 @@ impl Queue {
         if !records.is_empty() {
             self.append_chunk(&records)?;
         }
+        // A crash between these records and their keys below can let a replay of
+        // a delayed event in again (`repair_dedupe` looks at the newest ready
+        // chunk only): delivered twice, never lost.
+        self.append_due(delayed)?;
         for event_key in keys {
             self.remember(event_key, now_ms)?;
         }
@@ -198,11 +220,13 @@ mod tests {
         let q = store.queue("s").unwrap();
         let (a, b) = ([1u8; 16], [2u8; 16]);
         let r = record();
-        let one = |k: &[u8; 16], now| q.enqueue_all(&[(&r, k)], 1000, now).unwrap()[0];
+        let one = |k: &[u8; 16], now| q.enqueue_all(&[(&r, k, None)], 1000, now).unwrap()[0];
         assert!(one(&a, 10_000));
         assert!(!one(&a, 10_500));
         // The same key twice in one write: the first only.
-        let both = q.enqueue_all(&[(&r, &b), (&r, &b)], 1000, 10_500).unwrap();
+        let both = q
+            .enqueue_all(&[(&r, &b, None), (&r, &b, None)], 1000, 10_500)
+            .unwrap();
         assert_eq!(both, [true, false]);
         assert_eq!(q.stats().depth, 2);
         // Past the window it counts as new; pruning removes the old entries.
@@ -227,19 +251,30 @@ mod tests {
             crate::event::event_key(&e).into_bytes()
         };
         let (a, b) = (event("a"), event("b"));
-        q.enqueue_all(&[(&a, &key_of(&a))], 60_000, 5_000).unwrap();
+        q.enqueue_all(&[(&a, &key_of(&a), None)], 60_000, 5_000)
+            .unwrap();
         // As after a crash between the two writes: b's record, not its key.
         q.enqueue(&b).unwrap();
-        assert!(q.enqueue_all(&[(&b, &key_of(&b))], 60_000, 6_000).unwrap()[0]);
+        assert!(
+            q.enqueue_all(&[(&b, &key_of(&b), None)], 60_000, 6_000)
+                .unwrap()[0]
+        );
         q.tree.remove(super::dedupe_key(&key_of(&b))).unwrap();
         assert_eq!(q.repair_dedupe().unwrap(), 1);
-        assert!(!q.enqueue_all(&[(&b, &key_of(&b))], 60_000, 7_000).unwrap()[0]);
-        assert!(!q.enqueue_all(&[(&a, &key_of(&a))], 60_000, 7_000).unwrap()[0]);
+        assert!(
+            !q.enqueue_all(&[(&b, &key_of(&b), None)], 60_000, 7_000)
+                .unwrap()[0]
+        );
+        assert!(
+            !q.enqueue_all(&[(&a, &key_of(&a), None)], 60_000, 7_000)
+                .unwrap()[0]
+        );
         // Older chunks written without keys (a Kafka source's) are left alone:
         // only the newest chunk can have lost its keys in a crash.
         let c = event("c");
         q.enqueue(&c).unwrap();
-        q.enqueue_all(&[(&a, &[9u8; 16])], 60_000, 8_000).unwrap();
+        q.enqueue_all(&[(&a, &[9u8; 16], None)], 60_000, 8_000)
+            .unwrap();
         assert_eq!(q.repair_dedupe().unwrap(), 0);
     }
 }

@@ -6,6 +6,7 @@
 
 mod chunk;
 mod dedupe;
+pub mod log;
 mod plan;
 mod progress;
 mod queue;

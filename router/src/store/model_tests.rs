@@ -12,6 +12,8 @@ enum Op {
     Enqueue,
     /// Several events in one chunk.
     EnqueueMany(usize),
+    /// One event due this many ms from now (delayed delivery; 0 is ready).
+    EnqueueDue(u64),
     Deliver(usize),
     Retry(usize, u64),
     Dead(usize),
@@ -24,6 +26,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => Just(Op::Enqueue),
         2 => (2usize..6).prop_map(Op::EnqueueMany),
+        2 => (0u64..50).prop_map(Op::EnqueueDue),
         2 => (1usize..4).prop_map(Op::Deliver),
         2 => (1usize..4, 0u64..50).prop_map(|(n, d)| Op::Retry(n, d)),
         1 => (1usize..3).prop_map(Op::Dead),
@@ -117,7 +120,8 @@ fn run(ops: Vec<Op>) {
                     .map(|i| Record::new(event_json(model.next_id + i), now))
                     .collect();
                 let key = [0u8; 16];
-                let refs: Vec<(&Record, &[u8; 16])> = records.iter().map(|r| (r, &key)).collect();
+                let refs: Vec<(&Record, &[u8; 16], Option<u64>)> =
+                    records.iter().map(|r| (r, &key, None)).collect();
                 let queued = queue.enqueue_all(&refs, 0, now).unwrap();
                 assert_eq!(queued, vec![true; n]);
                 for _ in 0..n {
@@ -125,6 +129,22 @@ fn run(ops: Vec<Op>) {
                     model.next_id += 1;
                     model.next_seq += 1;
                 }
+            }
+            Op::EnqueueDue(delay) => {
+                let record = Record::new(event_json(model.next_id), now);
+                let due = Some(now + delay);
+                queue
+                    .enqueue_all(&[(&record, &[0u8; 16], due)], 0, now)
+                    .unwrap();
+                if delay == 0 {
+                    model.ready.insert(model.next_seq, model.next_id);
+                } else {
+                    model
+                        .delayed
+                        .insert((now + delay, model.next_seq), model.next_id);
+                }
+                model.next_id += 1;
+                model.next_seq += 1;
             }
             Op::Deliver(n) | Op::Retry(n, _) | Op::Dead(n) => {
                 let leased = queue.lease(n, now, &HashSet::new(), None).unwrap();
@@ -241,7 +261,8 @@ fn leases_continue_mid_chunk_and_partly_settled_chunks_survive_reopen() {
     let queue = store.queue("s").unwrap();
     let records: Vec<Record> = (0..5).map(|i| Record::new(event_json(i), 0)).collect();
     let key = [0u8; 16];
-    let refs: Vec<(&Record, &[u8; 16])> = records.iter().map(|r| (r, &key)).collect();
+    let refs: Vec<(&Record, &[u8; 16], Option<u64>)> =
+        records.iter().map(|r| (r, &key, None)).collect();
     queue.enqueue_all(&refs, 0, 0).unwrap();
     let mut in_flight = HashSet::new();
     let first = queue.lease(2, 0, &in_flight, None).unwrap();

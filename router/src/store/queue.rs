@@ -4,8 +4,12 @@
 //! - `r` + seq (u64 BE)               -> a chunk of ready events, oldest first, and
 //!   `s` + seq -> which of them are settled (see [`super::chunk`]); an event in
 //!   it is addressed as `r` + seq + index + count (u32 BE each)
-//! - `d` + due ms (u64 BE) + identity -> [`Record`]: waiting for a retry, earliest
-//!   first; identity is the rest of the key the event had when ready
+//! - `d` + due ms (u64 BE) + identity -> [`Record`]: waiting for a due time,
+//!   earliest first: a retry (identity is the rest of the key the event had when
+//!   ready) or an event published with `deliverat`/`delay` (identity is a fresh
+//!   seq + index + count, 16 bytes like a ready entry's, so it is unique and a
+//!   retry of it keeps it). Held in the same range because both are "deliver at
+//!   or after this time": one scan serves both and they survive restarts alike.
 //! - `x` + id (u64 BE)                -> [`DeadLetter`], in the order they died
 //! - `c` + counter name               -> u64 BE: delivered, retried, dead-lettered totals
 //! - `p` + id (u64 BE)                -> a batch plan: the keys of a batch in flight
@@ -41,9 +45,11 @@ pub(super) const EXPIRY: u8 = b't';
 /// Depth and totals of one queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
-    /// Events waiting: ready plus scheduled for retry (in-flight ones included).
+    /// Events waiting: ready plus scheduled for a later time (in-flight ones
+    /// included).
     pub depth: u64,
-    /// Events waiting for a retry.
+    /// Of those, events scheduled for a later time: retries, and events published
+    /// with `deliverat`/`delay` that are not due yet (one range in the store).
     pub retrying: u64,
     /// Events in the dead-letter list.
     pub dead_letters: u64,
@@ -217,6 +223,26 @@ impl Queue {
         self.append_chunk(&[ser(record)])
     }
 
+    /// Insert serialised records into the scheduled range, each under its due
+    /// time (delayed delivery, from [`Queue::enqueue_all`]); one seq names them
+    /// all (identity: seq + index + count). The caller holds `state.append`.
+    pub(super) fn append_due(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let err = |e| StoreError::new("enqueue", e);
+        let seq = self.db.generate_id().map_err(err)?;
+        let count = records.len() as u32;
+        for (index, (due_ms, bytes)) in records.into_iter().enumerate() {
+            let mut k = key(DELAYED, &[due_ms, seq]);
+            k.extend_from_slice(&(index as u32).to_be_bytes());
+            k.extend_from_slice(&count.to_be_bytes());
+            self.tree.insert(k, bytes).map_err(err)?;
+            self.state.delayed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Append serialised records as one chunk; returns its seq. The caller holds
     /// `state.append`, so chunks become visible in seq order.
     pub(super) fn append_chunk(&self, records: &[Vec<u8>]) -> Result<u64, StoreError> {
@@ -386,7 +412,8 @@ impl Queue {
         Ok(())
     }
 
-    /// The due time of the earliest scheduled retry that is not in `in_flight`.
+    /// The due time of the earliest scheduled event (a retry or a delayed
+    /// delivery) that is not in `in_flight`.
     pub fn next_due_ms(&self, in_flight: &HashSet<Vec<u8>>) -> Option<u64> {
         self.tree
             .scan_prefix([DELAYED])
@@ -531,6 +558,18 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// The newest dead letter, if any (what a summary of new ones quotes).
+    pub fn last_dead_letter(&self) -> Result<Option<DeadLetter>, StoreError> {
+        let last = self.tree.range(vec![DEAD]..vec![DEAD + 1]).next_back();
+        match last {
+            None => Ok(None),
+            Some(item) => {
+                let (_, v) = item.map_err(|e| StoreError::new("read dead letters", e))?;
+                Ok(serde_json::from_slice(&v).ok())
+            }
+        }
     }
 
     /// Move dead letters back to the ready queue with a fresh attempt history;

@@ -10,7 +10,9 @@ use serde_json::value::RawValue;
 pub struct Record {
     /// Format version; 1 is the only one so far.
     pub v: u8,
-    /// When the event was accepted, in milliseconds since the Unix epoch.
+    /// When the event was accepted, in milliseconds since the Unix epoch; for
+    /// an event published with `deliverat`/`delay`, when it comes due. Retries'
+    /// `max_age` and the delivery latency count from here.
     pub enqueued_ms: u64,
     /// When each delivery attempt started, in milliseconds since the Unix epoch.
     #[serde(default)]

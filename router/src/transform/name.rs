@@ -12,6 +12,38 @@ use cloudevents::AttributesReader;
 
 use crate::event::{field_values, Event, FieldValue};
 
+/// A piece of a template: literal text, or what stood between `{` and `}`
+/// (trimmed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Braced<'a> {
+    Text(&'a str),
+    Part(&'a str),
+}
+
+/// Split `text` at its `{...}` parts (the one syntax of sluice's templates; each
+/// kind of template judges its parts). An unclosed `{` is an error naming where.
+pub fn braced(text: &str) -> Result<Vec<Braced<'_>>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!(
+                "`{{` at byte {} is never closed",
+                text.len() - rest.len() + open
+            ));
+        };
+        if open > 0 {
+            pieces.push(Braced::Text(&rest[..open]));
+        }
+        pieces.push(Braced::Part(rest[open + 1..open + close].trim()));
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Braced::Text(rest));
+    }
+    Ok(pieces)
+}
+
 /// A parsed template; see the module docs.
 #[derive(Debug, Clone)]
 pub struct NameTemplate {
@@ -31,26 +63,16 @@ impl NameTemplate {
     /// error naming it.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut pieces = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            let Some(close) = rest[open..].find('}') else {
-                return Err(format!(
-                    "`{{` at byte {} is never closed",
-                    text.len() - rest.len() + open
-                ));
-            };
-            if open > 0 {
-                pieces.push(Piece::Text(rest[..open].to_owned()));
-            }
-            let name = rest[open + 1..open + close].trim();
-            if name.is_empty() || name.split('.').any(str::is_empty) {
-                return Err(format!("`{{{name}}}` is not a field name"));
-            }
-            pieces.push(Piece::Field(name.split('.').map(str::to_owned).collect()));
-            rest = &rest[open + close + 1..];
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_owned()));
+        for part in braced(text)? {
+            pieces.push(match part {
+                Braced::Text(t) => Piece::Text(t.to_owned()),
+                Braced::Part(name) => {
+                    if name.is_empty() || name.split('.').any(str::is_empty) {
+                        return Err(format!("`{{{name}}}` is not a field name"));
+                    }
+                    Piece::Field(name.split('.').map(str::to_owned).collect())
+                }
+            });
         }
         let mut has_time = false;
         for piece in &pieces {
