@@ -70,6 +70,24 @@ async fn wait_status(sluice: &Sluice, name: &str, want: impl Fn(&Value) -> bool)
     }
 }
 
+/// Post a MinIO notification of `key` put into `bucket` to source `hook`; the
+/// answer's status.
+async fn notify_put(sluice: &Sluice, bucket: &str, key: &str, size: u64, etag: &str) -> u16 {
+    let record = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "minio:s3", "awsRegion": "",
+        "eventTime": "2026-03-01T12:00:00Z", "eventName": "s3:ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": size, "eTag": etag}}
+    }]});
+    let r = sluice
+        .client
+        .post(sluice.url("/sources/hook/notifications"))
+        .json(&record)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
 /// 1,000 objects under two prefixes: exactly the configured prefix's 500
 /// arrive, with subject, size and ETag; overwriting 10 gives 10 events with the
 /// new ETags; deleting 5 gives 5 `ObjectRemoved:Delete`; nothing else arrives.
@@ -339,19 +357,8 @@ async fn inline_content_and_dataref_over_the_limit() {
         "the record, not a cut body"
     );
 
-    let record = json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "minio:s3", "awsRegion": "",
-        "eventTime": "2026-03-01T12:00:00Z", "eventName": "s3:ObjectCreated:Put",
-        "s3": {"bucket": {"name": name}, "object": {"key": "doc.json", "size": 30, "eTag": etags["doc.json"]}}
-    }]});
-    let r = sluice
-        .client
-        .post(sluice.url("/sources/hook/notifications"))
-        .json(&record)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let status = notify_put(&sluice, &name, "doc.json", 30, &etags["doc.json"]).await;
+    assert_eq!(status, 202);
     recv.wait_for(4, Duration::from_secs(10)).await;
     let notified = events(&recv).pop().unwrap();
     assert_eq!(notified["source"], format!("minio:s3.{name}"));
@@ -390,19 +397,7 @@ async fn an_unreadable_object_is_retried_not_dropped() {
     assert_eq!(st["state"], "failing", "{st}");
     assert_eq!(recv.delivered().len(), 0);
     // A notification of it is refused whole (503), so the store sends it again.
-    let record = json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "minio:s3", "eventTime": "2026-03-01T12:00:00Z",
-        "eventName": "s3:ObjectCreated:Put",
-        "s3": {"bucket": {"name": name}, "object": {"key": "doc.json", "size": 10}}
-    }]});
-    let r = sluice
-        .client
-        .post(sluice.url("/sources/hook/notifications"))
-        .json(&record)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(notify_put(&sluice, &name, "doc.json", 10, "").await, 503);
 
     std::fs::remove_file(&link).unwrap();
     put_all(
