@@ -120,7 +120,8 @@ pub enum SourceConfig {
     #[cfg(feature = "timer")]
     Timer(timer::config::TimerSourceConfig),
     /// Object events of an S3-compatible bucket: its notifications, posted to
-    /// `POST /sources/{name}/notifications` (`mode: notify`).
+    /// `POST /sources/{name}/notifications` (`mode: notify`), or a listing of
+    /// the bucket on an interval with a durable cursor (`mode: poll`).
     #[cfg(feature = "s3")]
     S3(s3::source_config::S3SourceConfig),
     /// Health probes: HTTP(S) GET or TCP connect to endpoints on an interval;

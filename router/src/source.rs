@@ -222,9 +222,23 @@ impl SourceContext {
         events: &[Event],
         marks: &[(Vec<u8>, i64)],
     ) -> Result<usize, PublishError> {
+        self.publish_remarked(events, marks, &[]).await
+    }
+
+    /// [`SourceContext::publish_marked`], also dropping the marks under
+    /// `unmarks` in the same commit: a source that keeps a mark per item it has
+    /// seen (the S3 poller, one per object) forgets items that are gone together
+    /// with the events that say so.
+    pub async fn publish_remarked(
+        &self,
+        events: &[Event],
+        marks: &[(Vec<u8>, i64)],
+        unmarks: &[Vec<u8>],
+    ) -> Result<usize, PublishError> {
         let replays = Replays::Marked {
             progress: &self.marks,
             positions: marks,
+            removed: unmarks,
         };
         let screened = self.screen(events).await?;
         let events = screened.as_deref().unwrap_or(events);
@@ -233,6 +247,24 @@ impl SourceContext {
             .publish(&self.bus, &self.name, events, replays)
             .await?;
         Ok(published.queued)
+    }
+
+    /// Up to `limit` marks whose keys start with `prefix` and sort after `after`
+    /// (from the first when `None`), in byte order of the key, with their values:
+    /// a source walks its marks a chunk at a time, in step with an ordered input
+    /// (an S3 listing), in bounded memory.
+    pub fn marks_from(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
+        Ok(self
+            .marks
+            .scan(prefix, after, limit)?
+            .into_iter()
+            .map(|(key, at)| (key, at.position))
+            .collect())
     }
 
     /// The mark stored under `key` by [`SourceContext::publish_marked`], however

@@ -19,5 +19,6 @@ mod rabbitmq;
 mod rules;
 mod s3;
 mod s3_events;
+mod s3_poll;
 mod system_events;
 mod timer;

@@ -24,13 +24,13 @@ async fn connect() -> Client {
 }
 
 /// A schema of its own for one test, dropped (with its tables) when the test ends.
-struct Db {
-    client: Client,
-    schema: String,
+pub(crate) struct Db {
+    pub(crate) client: Client,
+    pub(crate) schema: String,
 }
 
 impl Db {
-    async fn new(prefix: &str) -> Self {
+    pub(crate) async fn new(prefix: &str) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -44,7 +44,7 @@ impl Db {
         Self { client, schema }
     }
 
-    async fn exec(&self, sql: &str) {
+    pub(crate) async fn exec(&self, sql: &str) {
         let sql = sql.replace("{s}", &self.schema);
         self.client.batch_execute(&sql).await.unwrap();
     }
@@ -61,7 +61,7 @@ impl Db {
     }
 
     /// Wait until `table` holds `n` rows (or panic after `timeout`).
-    async fn wait_rows(&self, table: &str, n: i64, timeout: Duration) {
+    pub(crate) async fn wait_rows(&self, table: &str, n: i64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.count(table).await;
@@ -100,7 +100,7 @@ impl Drop for Db {
 
 /// A postgres target named `name` on `table` (in `db`'s schema) with `extra` lines
 /// (indented four spaces), batching up to 100 events for 50 ms.
-fn target(db: &Db, name: &str, table: &str, extra: &str) -> String {
+pub(crate) fn target(db: &Db, name: &str, table: &str, extra: &str) -> String {
     format!(
         "  - name: {name}\n    type: postgres\n    url: {}\n    table: {}.{table}\n    batch: {{ max_events: 100, max_wait: 50ms }}\n{extra}",
         pg_url(),

@@ -15,12 +15,12 @@ use serde_json::{json, Value};
 use crate::harness::Sluice;
 use crate::kafka;
 
-fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     std::env::var("SLUICE_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:19000".into())
 }
 
 /// A new, empty bucket.
-fn bucket(prefix: &str) -> String {
+pub(crate) fn bucket(prefix: &str) -> String {
     let name = unique(prefix);
     let root = std::env::var("SLUICE_TEST_S3_ROOT")
         .expect("SLUICE_TEST_S3_ROOT: the s3s-fs data folder (scripts/services.sh sets it)");
@@ -37,7 +37,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// A client for `bucket`, with the credentials from the environment.
-fn client(bucket: &str) -> AmazonS3 {
+pub(crate) fn client(bucket: &str) -> AmazonS3 {
     AmazonS3Builder::from_env()
         .with_endpoint(endpoint())
         .with_allow_http(true)

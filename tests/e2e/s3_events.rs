@@ -270,11 +270,11 @@ sources:
     let (code, _, stderr) = validate(text);
     assert_eq!(code, 1, "{stderr}");
     let expect = [
-        "sources[0].mode: `poll` is not built yet",
+        "sources[0].bucket: is required with `mode: poll`",
         "sources[1].bucket: \"Not_A_Bucket\" is not a bucket name",
         "sources[1].event_source: \"has spaces\" is not a URI-reference",
         "sources[2]: missing field `mode`",
-        "sources[3].prefix: unknown field `prefix`",
+        "sources[3].prefix: is only for `mode: poll`",
     ];
     let lines: Vec<&str> = stderr.lines().collect();
     for e in expect {
@@ -284,7 +284,7 @@ sources:
         );
     }
     assert_eq!(lines.len(), expect.len(), "{stderr}");
-    assert!(stderr.contains("(line 4, column"), "{stderr}");
+    assert!(stderr.contains("(line 2, column"), "{stderr}");
     assert!(stderr.contains("(line 8, column"), "{stderr}");
     let (code, _, stderr) = validate(
         "sources:\n  - name: photos\n    type: s3\n    mode: notify\n    bucket: photos\n",

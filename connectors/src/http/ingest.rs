@@ -283,6 +283,7 @@ impl Webhook {
     }
 
     /// The largest event, for parsers that check each event they make.
+    #[cfg(feature = "ops")]
     pub(crate) fn max_event_bytes(&self) -> usize {
         self.0.max_event_bytes
     }
@@ -291,6 +292,7 @@ impl Webhook {
     /// it made: `202 {"accepted": N, "matched": M}` once durable, or `200` with
     /// nothing published when `parse` says the body carries no events (`None`:
     /// a test notification). A bad body publishes nothing.
+    #[cfg(feature = "ops")]
     pub(crate) async fn receive<F>(
         &self,
         headers: &HeaderMap,
@@ -299,6 +301,28 @@ impl Webhook {
     ) -> Result<axum::response::Response, ApiError>
     where
         F: FnOnce(&[u8]) -> Result<Option<Vec<Event>>, ApiError>,
+    {
+        self.receive_finished(headers, body, parse, |events| async { Ok(events) })
+            .await
+    }
+
+    /// Check the token and the bus's room, read the body, `parse` it, let
+    /// `finish` complete the events (read what they refer to; `Err` refuses the
+    /// whole body), publish them: `202 {"accepted": N, "matched": M}` once
+    /// durable, or `200` with nothing published when `parse` says the body
+    /// carries no events (`None`: a test notification). A bad body publishes
+    /// nothing.
+    pub(crate) async fn receive_finished<F, G, Fut>(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        parse: F,
+        finish: G,
+    ) -> Result<axum::response::Response, ApiError>
+    where
+        F: FnOnce(&[u8]) -> Result<Option<Vec<Event>>, ApiError>,
+        G: FnOnce(Vec<Event>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Event>, ApiError>>,
     {
         let Door::Source(cx) = &self.0.door else {
             return Err(ApiError::unavailable("a webhook without its source"));
@@ -328,6 +352,7 @@ impl Webhook {
                 return Err(e);
             }
         };
+        let events = finish(events).await?;
         let published = cx
             .publish_counted(&events)
             .await

@@ -289,6 +289,74 @@ fn record_event(
         .map_err(|e| EventError::new(at, format!("cannot be a CloudEvent: {e}")))
 }
 
+/// What a poll saw of one object, for [`polled_event`].
+#[derive(Debug, Clone)]
+pub struct Polled<'a> {
+    /// `ObjectCreated:Put` or `ObjectRemoved:Delete`.
+    pub name: &'a str,
+    pub bucket: &'a str,
+    pub region: &'a str,
+    pub key: &'a str,
+    pub size: u64,
+    /// The ETag without quotes; empty when unknown (a deletion).
+    pub etag: &'a str,
+    pub version: Option<&'a str>,
+    /// S3's ordering token; a polled deletion carries the hex of the cursor's
+    /// hash of the ETag last seen, so its `id` is the same when a pass repeats.
+    pub sequencer: &'a str,
+    /// The object's last-modified time (creations) or the pass's (deletions).
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
+/// The event for an object change a poll found: the S3 notification record the
+/// store would have sent (`eventSource` `aws:s3`, version 2.1), mapped by the
+/// same code as a notification, so rules and ids are the same either way.
+pub fn polled_event(p: &Polled<'_>, mapping: &Mapping) -> Result<Event, EventError> {
+    let mut object = serde_json::json!({
+        "key": encode_key(p.key),
+        "size": p.size,
+    });
+    if !p.etag.is_empty() {
+        object["eTag"] = p.etag.into();
+    }
+    if let Some(version) = p.version {
+        object["versionId"] = version.into();
+    }
+    if !p.sequencer.is_empty() {
+        object["sequencer"] = p.sequencer.into();
+    }
+    let record = serde_json::json!({
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": p.region,
+        "eventTime": format_time(&p.time),
+        "eventName": p.name,
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": p.bucket, "arn": format!("arn:aws:s3:::{}", p.bucket)},
+            "object": object,
+        },
+    });
+    record_event(record, Format::S3, mapping, "object")
+}
+
+/// `key` URL-encoded as notifications carry keys (the inverse of
+/// [`decode_key`]): letters, digits, `-_.~/` kept, a space as `+`, every other
+/// byte as `%XX`.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// The event's `id`. For an `ObjectCreated` record with both request ids, the
 /// adapter's `{x-amz-request-id}.{x-amz-id-2}` (one request creates one object).
 /// Otherwise a UUID (v5) of bucket, key, version id, ETag, sequencer and event

@@ -270,3 +270,41 @@ fn keys_are_url_decoded() {
     assert!(decode_key("%+1").is_err());
     assert!(decode_key("%ff").is_err());
 }
+
+#[test]
+fn polled_objects_map_like_notifications_of_the_same_change() {
+    let mapping = Mapping::default();
+    let time = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let seen = Polled {
+        name: "ObjectCreated:Put",
+        bucket: "photos",
+        region: "us-east-1",
+        key: "uploads/a b+c.jpg",
+        size: 7,
+        etag: "abc",
+        version: None,
+        sequencer: "",
+        time,
+    };
+    let polled = polled_event(&seen, &mapping).unwrap();
+    assert_eq!(polled.ty(), "com.amazonaws.s3.ObjectCreated:Put");
+    assert_eq!(polled.source().to_string(), "aws:s3.us-east-1.photos");
+    assert_eq!(polled.subject(), Some("uploads/a b+c.jpg"));
+    let d = data(&polled);
+    assert_eq!(d["s3"]["object"]["size"], 7);
+    assert_eq!(d["s3"]["object"]["eTag"], "abc");
+    assert_eq!(d["s3"]["object"]["key"], "uploads/a+b%2Bc.jpg");
+    // The same object polled again has the same id; a new ETag a new one.
+    assert_eq!(polled_event(&seen, &mapping).unwrap().id(), polled.id());
+    let changed = Polled {
+        etag: "def",
+        ..seen.clone()
+    };
+    assert_ne!(polled_event(&changed, &mapping).unwrap().id(), polled.id());
+    // A notification of that upload (no request ids) has the same id.
+    let body = json!({"Records": [d]}).to_string();
+    assert_eq!(events(&body, &mapping)[0].id(), polled.id());
+    assert_eq!(decode_key(&encode_key("ü/%+ x")).unwrap(), "ü/%+ x");
+}

@@ -18,17 +18,18 @@ use std::time::Duration;
 use super::config::{ObjectCompression, S3TargetConfig};
 use async_trait::async_trait;
 use bytes::Bytes;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ClientOptions, MultipartUpload, ObjectStore, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+    Attribute, Attributes, MultipartUpload, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, UpdateVersion,
 };
 use sluice_router::event::Event;
 use sluice_router::sink::{Sink, SinkError};
 use sluice_router::transform::NameTemplate;
 use tokio::task::JoinSet;
 
+use super::client::{self, describe};
 use super::object::{self, Merged, Object};
 use crate::{BuildSink, ConnectorError};
 
@@ -74,31 +75,13 @@ impl S3Sink {
     pub fn new(config: &S3TargetConfig) -> Result<Self, String> {
         let template = config.key_template();
         let key = NameTemplate::parse(&template).map_err(|e| format!("key: {e}"))?;
-        // Settings from the file win over `AWS_*` variables of the same meaning.
-        let mut builder = AmazonS3Builder::from_env()
-            .with_region(&config.region)
-            .with_bucket_name(&config.bucket)
-            .with_virtual_hosted_style_request(!config.path_style)
-            .with_client_options(ClientOptions::new().with_timeout(config.timeout))
-            .with_retry(RetryConfig {
-                max_retries: 3,
-                retry_timeout: config.timeout,
-                ..RetryConfig::default()
-            });
-        let place = match &config.endpoint {
-            Some(endpoint) => {
-                S3TargetConfig::check_endpoint(endpoint).map_err(|e| format!("endpoint: {e}"))?;
-                let endpoint = endpoint.trim_end_matches('/');
-                builder = builder
-                    .with_endpoint(endpoint)
-                    .with_allow_http(endpoint.starts_with("http://"));
-                endpoint.to_owned()
-            }
-            None => format!("AWS {}", config.region),
-        };
-        let store = builder
-            .build()
-            .map_err(|e| format!("bucket {} at {place}: {e}", config.bucket))?;
+        let (store, place) = client::build(&client::Place {
+            endpoint: config.endpoint.as_deref(),
+            region: &config.region,
+            bucket: &config.bucket,
+            path_style: config.path_style,
+            timeout: config.timeout,
+        })?;
         Ok(Self {
             store: Arc::new(store),
             bucket: config.bucket.clone(),
@@ -433,29 +416,6 @@ fn probe_path(template: &str) -> Path {
     Path::parse(dir).unwrap_or_default().child(".sluice-check")
 }
 
-/// An S3 error in a line: the server's error code and message when it gave them
-/// (`NoSuchBucket: The specified bucket does not exist`), else object_store's text.
-fn describe(e: &object_store::Error) -> String {
-    let text = e.to_string();
-    let tag = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        let end = text[start..].find(&format!("</{name}>"))?;
-        Some(text[start..start + end].trim().to_owned())
-    };
-    let status = text
-        .split("status code: ")
-        .nth(1)
-        .and_then(|rest| rest.split(':').next())
-        .map(str::trim);
-    match (tag("Code"), tag("Message"), status) {
-        (Some(code), Some(message), Some(status)) => format!("{code}: {message} (HTTP {status})"),
-        (Some(code), Some(message), None) => format!("{code}: {message}"),
-        (Some(code), None, Some(status)) => format!("{code} (HTTP {status})"),
-        _ => text,
-    }
-}
-
 impl BuildSink for S3TargetConfig {
     fn build(&self) -> Result<Arc<dyn Sink>, ConnectorError> {
         Ok(Arc::new(S3Sink::new(self).map_err(ConnectorError::config)?))
@@ -541,18 +501,6 @@ mod tests {
         assert_eq!(
             plain.key_template(),
             "events/dt=%Y-%m-%d/hour=%H/{uuid}.jsonl"
-        );
-    }
-
-    #[test]
-    fn server_errors_read_as_code_and_message() {
-        let e = object_store::Error::Generic {
-            store: "S3",
-            source: "Error performing list request: Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>".into(),
-        };
-        assert_eq!(
-            describe(&e),
-            "NoSuchBucket: The specified bucket does not exist (HTTP 404 Not Found)"
         );
     }
 }

@@ -121,10 +121,12 @@ pub(crate) enum Replays<'a> {
     },
     /// By the event key, as [`Replays::ByKey`], and `positions` stored after these
     /// events and made durable with them, even when no event was written: marks
-    /// a source reads back whatever their age (a timer's last fired instant).
+    /// a source reads back whatever their age (a timer's last fired instant);
+    /// the marks under `removed` are dropped in the same commit.
     Marked {
         progress: &'a Progress,
         positions: &'a [(Vec<u8>, i64)],
+        removed: &'a [Vec<u8>],
     },
 }
 
@@ -453,6 +455,7 @@ impl Engine {
         | Replays::Marked {
             progress,
             positions,
+            ..
         } = replays
         {
             // After the records they cover: sled recovers writes in order.
@@ -466,7 +469,15 @@ impl Engine {
                 )?;
             }
         }
-        let marked = matches!(replays, Replays::Marked { positions, .. } if !positions.is_empty());
+        if let Replays::Marked {
+            progress, removed, ..
+        } = replays
+        {
+            for key in removed {
+                progress.remove(key)?;
+            }
+        }
+        let marked = matches!(replays, Replays::Marked { positions, removed, .. } if !positions.is_empty() || !removed.is_empty());
         if written > 0 || marked {
             self.store.commit().await?;
         }

@@ -42,7 +42,8 @@ pub struct Sluice {
     child: Child,
     pid: u32,
     dir: PathBuf,
-    metrics_url: String,
+    /// `http://127.0.0.1:<port>`.
+    base: String,
     http: reqwest::Client,
 }
 
@@ -70,7 +71,7 @@ impl Sluice {
             child,
             pid,
             dir,
-            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
         };
         let healthz = format!("http://127.0.0.1:{port}/healthz");
@@ -111,7 +112,7 @@ impl Sluice {
         }
         let text = self
             .http
-            .get(&self.metrics_url)
+            .get(self.url("/metrics"))
             .timeout(Duration::from_secs(5))
             .send()
             .await
@@ -126,6 +127,11 @@ impl Sluice {
             depth: sum_metric(&text, "sluice_queue_depth"),
             rss_kib: self.status_kib("VmRSS")?,
         })
+    }
+
+    /// `path` on sluice's server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     /// VmHWM: the most resident memory the process ever had, in KiB.
