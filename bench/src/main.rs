@@ -7,9 +7,11 @@
 //!
 //! 1. `single`: binary-mode single-event POSTs, closed loop.
 //! 2. `batch`: batch-mode POSTs of `--batch-size` events, closed loop.
-//! 3. `latency-at-half-rate`: single-event POSTs, open loop at half the end-to-end
+//! 3. `batch-to-batching-target`: the `batch` load, delivered by an HTTP target
+//!    with `batch` (CloudEvents batches of up to 500 events per request).
+//! 4. `latency-at-half-rate`: single-event POSTs, open loop at half the end-to-end
 //!    rate `single` measured, for `--half-rate-secs`.
-//! 4. `echo-ceiling`: the `single` load against an in-process server answering 202
+//! 5. `echo-ceiling`: the `single` load against an in-process server answering 202
 //!    at once: the most requests/s this machine and this client can do at all.
 //!
 //! The table goes to stdout, progress to stderr, and the report as JSON to `--out`.
@@ -166,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         events,
         rate,
         max_send,
+        batching_target: false,
     };
 
     let single = job(
@@ -189,6 +192,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     )
     .with_sluice(&bin, &settings)
     .await;
+    let mut batching = job(
+        "batch-to-batching-target",
+        settings.batch_connections,
+        batch_shape,
+        settings.batch_events,
+        None,
+    );
+    batching.batching_target = true;
+    let batching = batching.with_sluice(&bin, &settings).await;
 
     let half_name = "latency-at-half-rate";
     let half = if single.delivered_events.unwrap_or(0) > 0 && single.end_to_end_events_per_s > 0.0 {
@@ -229,7 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         started_at,
         cores,
         settings,
-        scenarios: vec![single, batch, half, echo],
+        scenarios: vec![single, batch, batching, half, echo],
         single_vs_echo,
     };
     print!("{}", report::table(&report));
@@ -259,6 +271,8 @@ struct Job {
     events: u64,
     rate: Option<f64>,
     max_send: Duration,
+    /// Whether sluice's HTTP target sends CloudEvents batches.
+    batching_target: bool,
 }
 
 impl Job {
@@ -298,7 +312,7 @@ impl Job {
         let tally = Arc::new(Tally::new(self.events));
         let receiver = receiver::start(Role::Sink(tally.clone())).await?;
         eprintln!("[{name}] starting sluice (target {})", receiver.addr);
-        let mut sluice = Sluice::start(bin, receiver.addr, name).await?;
+        let mut sluice = Sluice::start(bin, receiver.addr, name, self.batching_target).await?;
         eprintln!(
             "[{name}] ready in {:.1} ms; sending {} events{}",
             sluice.ready_after.as_secs_f64() * 1e3,

@@ -177,12 +177,29 @@ async fn handle(
         .get("ce-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let batch = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(b"application/cloudevents-batch+json")
+        });
     // Read the whole body: the event counts as delivered once all of it arrived.
-    let body_ok = request.into_body().collect().await.is_ok();
+    let body = request.into_body().collect().await.map(|b| b.to_bytes());
     let response = match &*role {
         Role::Sink(tally) => {
-            if body_ok {
-                tally.record(id.as_deref(), mono_ns());
+            if let Ok(body) = body {
+                let now = mono_ns();
+                if batch {
+                    // A batching target: each event of the array is a delivery.
+                    let events: Vec<serde_json::Value> =
+                        serde_json::from_slice(&body).unwrap_or_default();
+                    for event in &events {
+                        tally.record(event["id"].as_str(), now);
+                    }
+                } else {
+                    tally.record(id.as_deref(), now);
+                }
                 respond(StatusCode::OK, Bytes::new())
             } else {
                 respond(

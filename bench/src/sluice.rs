@@ -69,14 +69,23 @@ pub struct Usage {
 }
 
 impl Sluice {
-    /// Spawns sluice with one HTTP target (`sink`) and one rule sending every
-    /// `bench.event` to it, and waits until `/readyz` answers 200.
-    pub async fn start(bin: &Path, sink: SocketAddr, tag: &str) -> anyhow::Result<Self> {
+    /// Spawns sluice with one HTTP target (`sink`; sending CloudEvents batches
+    /// when `batching`) and one rule sending every `bench.event` to it, and waits
+    /// until `/readyz` answers 200.
+    pub async fn start(
+        bin: &Path,
+        sink: SocketAddr,
+        tag: &str,
+        batching: bool,
+    ) -> anyhow::Result<Self> {
         let scratch = Scratch::new(tag)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let config = scratch.0.join("sluice.yaml");
-        std::fs::write(&config, config_yaml(addr, &scratch.0.join("data"), sink))
-            .with_context(|| format!("cannot write {}", config.display()))?;
+        std::fs::write(
+            &config,
+            config_yaml(addr, &scratch.0.join("data"), sink, batching),
+        )
+        .with_context(|| format!("cannot write {}", config.display()))?;
         let log =
             File::create(scratch.0.join("sluice.log")).context("cannot create the sluice log")?;
         let spawned = Instant::now();
@@ -174,7 +183,12 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn config_yaml(listen: SocketAddr, data_dir: &Path, sink: SocketAddr) -> String {
+fn config_yaml(listen: SocketAddr, data_dir: &Path, sink: SocketAddr, batching: bool) -> String {
+    let batch = if batching {
+        "\n    batch: { max_events: 500, max_wait: 20ms }"
+    } else {
+        ""
+    };
     format!(
         r#"server:
   listen: {listen}
@@ -185,7 +199,7 @@ targets:
     type: http
     url: http://{sink}/
     timeout: 10s
-    concurrency: 64
+    concurrency: 64{batch}
 rules:
   - name: all
     filter:

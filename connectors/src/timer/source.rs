@@ -159,7 +159,9 @@ impl TimerSource {
 
     /// Wait until `t` (plus jitter); `false` on shutdown.
     async fn sleep_until(&self, t: DateTime<Utc>, cx: &SourceContext) -> bool {
-        let due = t.timestamp_millis().saturating_add(jitter_ms(self.config.jitter));
+        let due = t
+            .timestamp_millis()
+            .saturating_add(jitter_ms(self.config.jitter));
         loop {
             let left = due - now().timestamp_millis();
             if left <= 0 {
@@ -312,11 +314,16 @@ mod jitter_tests {
     #[test]
     fn jitter_is_never_negative_never_past_its_bound_and_spreads() {
         assert_eq!(jitter_ms(Duration::ZERO), 0);
-        let draws: Vec<i64> = (0..2000).map(|_| jitter_ms(Duration::from_millis(1000))).collect();
+        let draws: Vec<i64> = (0..2000)
+            .map(|_| jitter_ms(Duration::from_millis(1000)))
+            .collect();
         assert!(draws.iter().all(|&d| (0..=1000).contains(&d)));
         // Spread over the range, not bunched: each quarter drawn from.
         for q in 0..4 {
-            assert!(draws.iter().any(|&d| d / 250 == q), "quarter {q} never drawn");
+            assert!(
+                draws.iter().any(|&d| d / 250 == q),
+                "quarter {q} never drawn"
+            );
         }
     }
 }
