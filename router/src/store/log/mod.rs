@@ -217,6 +217,14 @@ impl Log {
         })
     }
 
+    /// The segments, for reading.
+    fn segments(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Segment>>> {
+        self.inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn failure(&self) -> Option<StoreError> {
         let failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
         failed.as_ref().map(|m| StoreError {
@@ -296,11 +304,7 @@ impl Log {
 
     /// The first sequence number still held (older segments were deleted).
     pub fn first(&self) -> u64 {
-        let segments = self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let segments = self.segments();
         segments
             .keys()
             .next()
@@ -310,11 +314,7 @@ impl Log {
 
     /// Bytes of segment files on disk.
     pub fn disk_bytes(&self) -> u64 {
-        let segments = self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let segments = self.segments();
         segments
             .values()
             .map(|s| s.len.load(Ordering::Acquire))
@@ -323,11 +323,7 @@ impl Log {
 
     /// How many segment files there are.
     pub fn segment_count(&self) -> usize {
-        self.inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.segments().len()
     }
 
     /// Durable events from `from` on (or from the first one still held), at most
@@ -344,11 +340,7 @@ impl Log {
         let mut seq = from;
         while seq < durable && out.len() < max_events && (out.is_empty() || bytes < max_bytes) {
             let segment = {
-                let segments = self
-                    .inner
-                    .segments
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner());
+                let segments = self.segments();
                 match segments
                     .range(..=seq)
                     .next_back()
@@ -366,11 +358,7 @@ impl Log {
             if out.len() == before && next == seq {
                 // Nothing more in this segment: the next one starts at the next seq
                 // past it (or there is none yet).
-                let segments = self
-                    .inner
-                    .segments
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner());
+                let segments = self.segments();
                 match segments.range(seq + 1..).next() {
                     Some((&base, _)) => seq = base,
                     None => break,
