@@ -23,6 +23,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/subscriptions/{name}", get(subscription))
         .route("/subscriptions/{name}/dead-letters", get(dead_letters))
         .route("/subscriptions/{name}/dead-letters/redrive", post(redrive))
+        .route("/subscriptions/{name}/pause", post(pause))
+        .route("/subscriptions/{name}/resume", post(resume))
         .route("/sources", get(sources))
         .route("/sources/{name}", get(source))
         .route("/sources/{name}/dead-letters", get(source_dead_letters))
@@ -57,6 +59,7 @@ fn describe(sub: &SubscriptionInfo) -> Value {
         "target": sub.target,
         "stats": sub.stats,
         "not_ready": sub.not_ready,
+        "paused": sub.paused,
     })
 }
 
@@ -198,6 +201,32 @@ async fn source_dead_letters(
         "dead_letters": letters,
         "next_after": next,
     })))
+}
+
+/// `POST /api/subscriptions/{name}/pause`: hold its deliveries (durably).
+async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&state, &name, true).await
+}
+
+/// `POST /api/subscriptions/{name}/resume`.
+async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&state, &name, false).await
+}
+
+async fn set_paused(state: &AppState, name: &str, paused: bool) -> Result<Json<Value>, ApiError> {
+    state
+        .engine
+        .set_paused(name, paused)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| no_subscription(name))?;
+    Ok(Json(json!({ "name": name, "paused": paused })))
 }
 
 /// One page of a dead-letter list, and the `after` of the next page.

@@ -331,3 +331,63 @@ async fn a_batching_http_target_gets_cloudevents_batches_retried_whole() {
     let stats = sluice.stats("big-orders.fn").await;
     assert_eq!(stats["delivered_total"], 120);
 }
+
+/// An operator pauses a subscription: events keep queueing and nothing is
+/// delivered, across a restart too; resumed, every event arrives. An unknown
+/// subscription is a 404 naming it.
+#[tokio::test]
+async fn a_paused_subscription_queues_and_delivers_nothing_until_resumed() {
+    let recv = Receiver::start().await;
+    let mut sluice = Sluice::start(&orders_config(&recv.url(), "")).await;
+    let pause = |path: &str| sluice.client.post(sluice.url(path)).send();
+    let r = pause("/api/subscriptions/big-orders.fn/pause")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["paused"], true);
+    let r = pause("/api/subscriptions/nope.fn/pause").await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("nope.fn"));
+    for i in 0..10 {
+        assert_eq!(
+            sluice
+                .post_structured(&order(format!("p-{i}")))
+                .await
+                .status(),
+            202
+        );
+    }
+    let sub = sluice.get_json("/api/subscriptions/big-orders.fn").await;
+    assert_eq!(
+        (sub["paused"].as_bool(), sub["stats"]["depth"].as_u64()),
+        (Some(true), Some(10)),
+        "{sub}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(recv.attempts(), 0, "nothing sent while paused");
+    // Still paused after a restart.
+    sluice.terminate();
+    sluice.spawn().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(recv.attempts(), 0, "nothing sent after the restart");
+    assert_eq!(
+        sluice.get_json("/api/subscriptions/big-orders.fn").await["paused"],
+        true
+    );
+    let r = sluice
+        .client
+        .post(sluice.url("/api/subscriptions/big-orders.fn/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = recv.wait_for(10, Duration::from_secs(15)).await;
+    let mut ids: Vec<&str> = got.iter().filter_map(|r| r.header("ce-id")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 10);
+    assert_eq!(
+        sluice.get_json("/api/subscriptions/big-orders.fn").await["paused"],
+        false
+    );
+}

@@ -50,6 +50,9 @@ pub(crate) struct Subscription {
     pub(crate) checked: std::sync::atomic::AtomicBool,
     /// Why the target cannot take events yet (its [`Sink::check`] failed), if so.
     pub(crate) not_ready: Mutex<Option<String>>,
+    /// Whether delivery is paused by the operator (`POST .../pause`): nothing
+    /// new is leased; deliveries in flight finish.
+    pub(crate) paused: std::sync::atomic::AtomicBool,
 }
 
 impl Subscription {
@@ -192,6 +195,18 @@ impl Dispatcher {
                 && !self.wait_until_ready(&shutdown).await
             {
                 break;
+            }
+            // Paused: lease nothing; let what is in flight finish, and wait for a
+            // resume (it notifies) or shutdown.
+            if self.sub.paused.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.sub.notify.notified() => continue,
+                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                        self.settle(vec![done], &mut in_flight);
+                        continue;
+                    }
+                }
             }
             // Every wake-up (a completion, new events, a retry coming due) leases
             // whatever room there is.

@@ -87,8 +87,13 @@ fn subscription(
         Role::Matches { forward } => (forward, false),
         Role::DeadLetter => (None, true),
     };
+    let queue = store.queue(&name)?;
+    let paused = queue.paused()?;
+    if paused {
+        tracing::warn!(subscription = %name, "Delivery is paused (POST /api/subscriptions/{name}/resume resumes it).");
+    }
     let sub = Arc::new(Subscription {
-        queue: store.queue(&name)?,
+        queue,
         name,
         bus: rule.bus.clone(),
         rule: rule.name.clone(),
@@ -101,6 +106,7 @@ fn subscription(
         health: store.health().clone(),
         not_ready: std::sync::Mutex::new(None),
         checked: std::sync::atomic::AtomicBool::new(false),
+        paused: std::sync::atomic::AtomicBool::new(paused),
     });
     sub.update_depth();
     Ok(sub)

@@ -22,6 +22,8 @@ pub struct SubscriptionInfo {
     pub stats: QueueStats,
     /// Why its target cannot take events now (deliveries wait), if it cannot.
     pub not_ready: Option<String>,
+    /// Whether an operator paused its delivery.
+    pub paused: bool,
 }
 
 /// What keeps sluice from being ready.
@@ -54,6 +56,7 @@ fn info(sub: &Subscription) -> SubscriptionInfo {
         target: sub.target.clone(),
         stats: sub.queue.stats(),
         not_ready: sub.not_ready(),
+        paused: sub.paused.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -103,6 +106,22 @@ impl Engine {
         sub.notify.notify_one();
         tracing::info!(subscription = %name, redriven = moved, "Dead letters redriven.");
         Ok(Some(moved))
+    }
+
+    /// Pause (or resume) delivery of subscription `name`, durably: events keep
+    /// queueing, nothing new is delivered until it is resumed, restarts
+    /// included. `None` when there is no such subscription.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Option<()>, StoreError> {
+        let Some(sub) = self.find(name) else {
+            return Ok(None);
+        };
+        sub.queue.set_paused(paused)?;
+        self.store.commit().await?;
+        sub.paused
+            .store(paused, std::sync::atomic::Ordering::Relaxed);
+        sub.notify.notify_one();
+        tracing::info!(subscription = %name, paused, "Delivery {}.", if paused { "paused" } else { "resumed" });
+        Ok(Some(()))
     }
 
     /// Up to `limit` records source `name` refused as malformed, after `after`.

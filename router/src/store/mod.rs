@@ -308,3 +308,21 @@ fn flusher(
 
 #[cfg(test)]
 mod model_tests;
+
+/// Open the store in `path` again in a test, waiting for the previous handle's
+/// commit thread to let go of the lock (dropping a store releases it a moment
+/// later, on that thread).
+#[cfg(test)]
+pub(crate) fn reopen(path: &Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(path) {
+            Ok(store) => return store,
+            // The store names the lock's holder ("another sluice process ... is using").
+            Err(e) if std::time::Instant::now() < deadline && e.message.contains("is using") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

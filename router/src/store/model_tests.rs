@@ -83,21 +83,7 @@ fn id_of(record: &Record) -> u64 {
     v["id"].as_str().unwrap().parse().unwrap()
 }
 
-/// sled's I/O threads may hold the directory lock for a moment after the last
-/// handle drops; a restart in a new process never sees that.
-fn reopen(path: &std::path::Path) -> Store {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Store::open(path) {
-            Ok(store) => return store,
-            // The store names the lock's holder ("another sluice process ... is using").
-            Err(e) if std::time::Instant::now() < deadline && e.message.contains("is using") => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
+use super::reopen;
 
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();

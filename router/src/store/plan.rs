@@ -87,7 +87,7 @@ mod tests {
             store.flush().unwrap();
             keys
         };
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::reopen(dir.path());
         let q = store.queue("s").unwrap();
         let plans = q.plans().unwrap();
         assert_eq!(plans.len(), 1);

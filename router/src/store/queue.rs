@@ -16,6 +16,8 @@
 //!   (see [`super::plan`])
 //! - `k` + event key, `t` + ms + event key -> recently queued events, for
 //!   de-duplication (see [`super::dedupe`])
+//! - `f` + flag name                  -> a setting of the queue kept across restarts
+//!   (`paused`: 1 while delivery is paused)
 //!
 //! Sequence numbers and ids come from sled's persistent id generator, so they grow
 //! across restarts. Depth is counted once at open and then kept in memory; counters
@@ -41,6 +43,7 @@ const COUNTER: u8 = b'c';
 pub(super) const PLAN: u8 = b'p';
 pub(super) const DEDUPE_KEY: u8 = b'k';
 pub(super) const EXPIRY: u8 = b't';
+const FLAG: u8 = b'f';
 
 /// Depth and totals of one queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -606,6 +609,24 @@ impl Queue {
         Ok(moved)
     }
 
+    /// Whether delivery from this queue is paused (see [`Queue::set_paused`]).
+    pub fn paused(&self) -> Result<bool, StoreError> {
+        let v = self
+            .tree
+            .get(flag_key("paused"))
+            .map_err(|e| StoreError::new("read queue", e))?;
+        Ok(v.is_some_and(|v| v.first() == Some(&1)))
+    }
+
+    /// Pause or resume delivery from this queue; kept across restarts once
+    /// committed. Events still queue while it is paused.
+    pub fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.tree
+            .insert(flag_key("paused"), &[u8::from(paused)][..])
+            .map_err(|e| StoreError::new("pause", e))?;
+        Ok(())
+    }
+
     /// Events waiting (ready or due later): [`QueueStats::depth`] without the totals.
     pub fn depth(&self) -> u64 {
         self.state.ready.load(Ordering::Relaxed) + self.state.delayed.load(Ordering::Relaxed)
@@ -624,6 +645,12 @@ impl Queue {
             dead_lettered_total: totals.dead_lettered,
         }
     }
+}
+
+fn flag_key(name: &str) -> Vec<u8> {
+    let mut k = vec![FLAG];
+    k.extend_from_slice(name.as_bytes());
+    k
 }
 
 fn counter_key(name: &str) -> Vec<u8> {
