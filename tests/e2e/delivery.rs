@@ -391,3 +391,42 @@ async fn a_paused_subscription_queues_and_delivers_nothing_until_resumed() {
         false
     );
 }
+
+/// `rate_limit: 50` on a target two rules send to: about 300 events in 6 s
+/// between them, whatever is queued; a rate that is not one is refused.
+#[tokio::test]
+async fn a_rate_limited_target_takes_its_rate_across_rules() {
+    let recv = Receiver::start().await;
+    let config = format!(
+        "targets:\n  - name: fn\n    type: http\n    url: {}\n    rate_limit: 50\n\
+rules:\n  - name: a\n    filter: {{ pattern: {{ type: [a] }} }}\n    targets: [fn]\n  \
+- name: b\n    filter: {{ pattern: {{ type: [b] }} }}\n    targets: [fn]\n",
+        recv.url()
+    );
+    let sluice = Sluice::start(&config).await;
+    let events: Vec<Value> = (0..1000)
+        .map(|i| event(i, if i % 2 == 0 { "a" } else { "b" }, json!({})))
+        .collect();
+    assert_eq!(sluice.post_batch(&json!(events)).await.status(), 202);
+    let start = std::time::Instant::now();
+    recv.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(start.elapsed())).await;
+    let got = recv.delivered().len();
+    assert!((270..=330).contains(&got), "{got} events in 6 s at 50/s");
+    // Both rules' events share the one rate.
+    let types: std::collections::HashSet<String> = recv
+        .delivered()
+        .iter()
+        .filter_map(|r| r.header("ce-type").map(str::to_owned))
+        .collect();
+    assert_eq!(types.len(), 2, "{types:?}");
+
+    let (code, _, stderr) = crate::harness::validate(
+        "targets:\n  - name: fn\n    type: http\n    url: http://127.0.0.1:9/\n    rate_limit: 0\nrules:\n  - name: r\n    targets: [fn]\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("targets[0].rate_limit: 0 is not a rate"),
+        "{stderr}"
+    );
+}

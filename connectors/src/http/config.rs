@@ -60,6 +60,11 @@ pub struct HttpTargetConfig {
     /// nothing: the answer's status applies to every event of the request.
     #[serde(default)]
     pub batch: Option<BatchConfig>,
+    /// Events a second at most, shared by every rule that sends to this target
+    /// (a token bucket with a burst of a tenth of a second's worth). None: as
+    /// fast as `concurrency` allows.
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
 }
 
 impl SourceSpec for HttpSourceConfig {
@@ -86,6 +91,9 @@ impl TargetSpec for HttpTargetConfig {
     }
     fn batch(&self) -> Option<BatchConfig> {
         self.batch.clone()
+    }
+    fn rate_limit(&self) -> Option<f64> {
+        self.rate_limit
     }
     fn validate(&self, at: &str, v: &mut Validator<'_>) {
         validate_target(v, at, self);
@@ -119,6 +127,14 @@ fn validate_target(c: &mut Validator<'_>, at: &str, t: &HttpTargetConfig) {
     }
     if let Some(batch) = &t.batch {
         validate_batch_size(c, at, batch);
+    }
+    if let Some(rate) = t.rate_limit {
+        if !(rate.is_finite() && rate > 0.0) {
+            c.push(
+                field("rate_limit"),
+                format!("{rate} is not a rate: give events per second, above 0"),
+            );
+        }
     }
     for (j, status) in t.retry_statuses.iter().enumerate() {
         if !(400..500).contains(status) {

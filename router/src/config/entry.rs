@@ -42,6 +42,11 @@ pub trait TargetSpec {
     fn batch(&self) -> Option<BatchConfig> {
         None
     }
+    /// Events a second at most, shared by every subscription of the target;
+    /// `None`: as fast as `concurrency` allows.
+    fn rate_limit(&self) -> Option<f64> {
+        None
+    }
     /// Report what serde cannot check under `at` (`targets[1]`). Pure: no I/O.
     fn validate(&self, at: &str, v: &mut Validator<'_>) {
         let _ = (at, v);

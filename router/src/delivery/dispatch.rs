@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::rate::RateLimiter;
 use crate::config::BatchConfig;
 use crate::delivery::retry::{Next, RetryPolicy};
 use crate::error::ErrorClass;
@@ -97,6 +98,8 @@ pub(crate) struct Dispatcher {
     policy: RetryPolicy,
     concurrency: usize,
     batching: Batching,
+    /// The target's `rate_limit` bucket, shared with its other subscriptions.
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 /// A finished delivery task: each leased event with its result, when it started,
@@ -128,7 +131,14 @@ impl Dispatcher {
                 max_wait: Duration::ZERO,
                 batched: false,
             },
+            limiter: None,
         }
+    }
+
+    /// Deliver no faster than `limiter` lets events through.
+    pub(crate) fn with_rate_limit(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// Deliver in batches through [`Sink::deliver_batch`].
@@ -255,7 +265,11 @@ impl Dispatcher {
                 }
                 let sink = self.sink.clone();
                 let transform = self.transform.clone();
+                let limiter = self.limiter.clone();
                 tasks.spawn(async move {
+                    if let Some(limiter) = limiter {
+                        limiter.acquire(batch.len()).await;
+                    }
                     let started = now_ms();
                     let results = deliver(&*sink, transform.as_deref(), &batch).await;
                     (batch.into_iter().zip(results).collect(), started, None)

@@ -1,4 +1,5 @@
 //! From a subscription's queue to its target: the dispatcher and the retry policy.
 
 pub mod dispatch;
+pub(crate) mod rate;
 pub mod retry;

@@ -1,7 +1,8 @@
 //! Starting delivery: one dispatcher per subscription, with the sink the binary
 //! builds for its target, the rule's compiled transform and retry schedule, and
-//! the target's concurrency and batching.
+//! the target's concurrency, batching and rate limit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Engine;
 use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::rate::RateLimiter;
 use crate::sink::Sink;
 
 /// The running dispatchers; [`Delivery::stopped`] waits for them after shutdown.
@@ -34,6 +36,14 @@ impl Engine {
         shutdown: &CancellationToken,
     ) -> Result<Delivery, E> {
         let mut tasks = JoinSet::new();
+        // One bucket per rate-limited target, shared by its subscriptions.
+        let limiters: HashMap<&str, Arc<RateLimiter>> = self
+            .targets
+            .iter()
+            .filter_map(|(name, t)| {
+                Some((name.as_str(), Arc::new(RateLimiter::new(t.rate_limit?))))
+            })
+            .collect();
         for sub in &self.subscriptions {
             let sink = sink_for(&sub.target)?;
             // Dead-letter subscriptions deliver the original events.
@@ -42,11 +52,17 @@ impl Engine {
             } else {
                 self.rules.transform(sub.rule_index).cloned()
             };
-            let (concurrency, batch) = self.targets.get(&sub.target).cloned().unwrap_or((1, None));
+            let (concurrency, batch) = self
+                .targets
+                .get(&sub.target)
+                .map_or((1, None), |t| (t.concurrency, t.batch.clone()));
             let policy = self.retry[sub.rule_index].clone();
             let mut dispatcher = Dispatcher::new(sub.clone(), sink, transform, policy, concurrency);
             if let Some(batch) = &batch {
                 dispatcher = dispatcher.with_batches(batch);
+            }
+            if let Some(limiter) = limiters.get(sub.target.as_str()) {
+                dispatcher = dispatcher.with_rate_limit(limiter.clone());
             }
             tasks.spawn(dispatcher.run(shutdown.clone(), self.server.shutdown_grace));
         }

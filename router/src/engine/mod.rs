@@ -41,6 +41,14 @@ use crate::source::{SourceContext, SourceStatuses};
 pub use crate::store::{DeadLetter, QueueStats, StoreError};
 use crate::store::{Position, Progress, Record, Store};
 
+/// How the dispatchers of one target deliver (from its settings).
+#[derive(Debug, Clone)]
+pub(crate) struct TargetDelivery {
+    concurrency: usize,
+    batch: Option<BatchConfig>,
+    rate_limit: Option<f64>,
+}
+
 /// Everything between the sources and the targets.
 pub struct Engine {
     rules: Arc<CompiledRules>,
@@ -50,7 +58,7 @@ pub struct Engine {
     /// Per rule, its retry schedule.
     retry: Vec<RetryPolicy>,
     /// Per target, deliveries in flight at most and how it batches.
-    targets: HashMap<String, (usize, Option<BatchConfig>)>,
+    targets: HashMap<String, TargetDelivery>,
     store: Store,
     metrics: Metrics,
     /// Buses that accept events: `default` and every bus a rule or source names.
@@ -189,7 +197,12 @@ impl Engine {
             .iter()
             .map(|t| {
                 let spec = t.spec();
-                (spec.name().to_owned(), (spec.concurrency(), spec.batch()))
+                let delivery = TargetDelivery {
+                    concurrency: spec.concurrency(),
+                    batch: spec.batch(),
+                    rate_limit: spec.rate_limit(),
+                };
+                (spec.name().to_owned(), delivery)
             })
             .collect();
         let mut buses: BTreeSet<String> = validated
@@ -209,7 +222,7 @@ impl Engine {
     pub(crate) fn build<S, T>(
         validated: &Validated<S, T>,
         store: Store,
-        targets: HashMap<String, (usize, Option<BatchConfig>)>,
+        targets: HashMap<String, TargetDelivery>,
         buses: BTreeSet<String>,
     ) -> Result<Arc<Self>, StoreError> {
         let config = &validated.config;
