@@ -216,9 +216,26 @@ impl Metrics {
             "Group commits of the store; each is one fsync covering many events.",
         ))
         .expect("valid metric definition");
+        let gauge = |name: &str, help: &str| {
+            prometheus::IntGauge::with_opts(Opts::new(name, help)).expect("valid metric definition")
+        };
+        let dropped = prometheus::IntCounter::with_opts(Opts::new(
+            "sluice_dedupe_buckets_dropped_total",
+            "Buckets of de-duplication keys dropped before the end of server.dedupe_window because server.dedupe_max_keys was reached.",
+        ))
+        .expect("valid metric definition");
         let collector = StoreCollector {
             store: store.clone(),
             counter,
+            dedupe_keys: gauge(
+                "sluice_dedupe_keys",
+                "Event keys held to drop replays within server.dedupe_window.",
+            ),
+            dedupe_bytes: gauge(
+                "sluice_dedupe_log_bytes",
+                "Bytes on disk of the log the de-duplication keys are rebuilt from.",
+            ),
+            dropped,
         };
         self.registry
             .register(Box::new(collector))
@@ -238,18 +255,36 @@ impl Metrics {
 struct StoreCollector {
     store: crate::store::Store,
     counter: prometheus::IntCounter,
+    dedupe_keys: prometheus::IntGauge,
+    dedupe_bytes: prometheus::IntGauge,
+    dropped: prometheus::IntCounter,
 }
 
 impl prometheus::core::Collector for StoreCollector {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.counter.desc()
+        let mut d = self.counter.desc();
+        d.extend(self.dedupe_keys.desc());
+        d.extend(self.dedupe_bytes.desc());
+        d.extend(self.dropped.desc());
+        d
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let seen = self.counter.get();
-        self.counter
-            .inc_by(self.store.flushes().saturating_sub(seen));
-        self.counter.collect()
+        let catch_up = |c: &prometheus::IntCounter, total: u64| {
+            c.inc_by(total.saturating_sub(c.get()));
+        };
+        catch_up(&self.counter, self.store.flushes());
+        let replays = self.store.replays();
+        catch_up(&self.dropped, replays.dropped_early());
+        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.dedupe_keys.set(gauge(replays.len()));
+        self.dedupe_bytes
+            .set(i64::try_from(replays.disk_bytes()).unwrap_or(i64::MAX));
+        let mut out = self.counter.collect();
+        out.extend(self.dedupe_keys.collect());
+        out.extend(self.dedupe_bytes.collect());
+        out.extend(self.dropped.collect());
+        out
     }
 }
 

@@ -17,7 +17,10 @@ use tokio::sync::{Notify, Semaphore};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// A loopback port nobody listens on right now.
+/// Bound on any one request a test makes to sluice: a sluice that stops
+/// answering fails the test with a timeout instead of hanging the suite.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Run `sluice validate -c <file holding text>`: exit code, stdout, stderr.
 pub fn validate(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -35,6 +38,7 @@ pub fn validate(text: &str) -> (i32, String, String) {
     )
 }
 
+/// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -108,7 +112,10 @@ impl Sluice {
             config,
             addr,
             child: None,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .unwrap(),
             env: Vec::new(),
         }
     }

@@ -2,6 +2,7 @@
 
 mod backpressure;
 mod config;
+mod dedupe;
 mod delay;
 mod delivery;
 mod elasticsearch;

@@ -298,6 +298,9 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(
             "must be at least server.max_batch_bytes",
         );
     }
+    if server.dedupe_max_keys == 0 {
+        c.push("server.dedupe_max_keys", "must be greater than 0");
+    }
     if server.max_backlog == 0 {
         c.push("server.max_backlog", "must be greater than 0");
     }

@@ -74,6 +74,12 @@ pub struct ServerConfig {
     #[serde(default = "defaults::dedupe_window", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub dedupe_window: Duration,
+    /// Event keys held for `dedupe_window` at most (each 18-36 bytes of memory).
+    /// Past it the oldest keys are dropped early, so a flood of unique ids
+    /// shortens the window (`sluice_dedupe_buckets_dropped_total` counts it)
+    /// instead of growing memory without bound. Default 10,000,000.
+    #[serde(default = "defaults::dedupe_max_keys")]
+    pub dedupe_max_keys: usize,
     /// Open HTTP connections at most; one more is answered 503 and closed.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
@@ -163,6 +169,7 @@ impl Default for ServerConfig {
             shutdown_grace: defaults::shutdown_grace(),
             auth: AuthConfig::default(),
             dedupe_window: defaults::dedupe_window(),
+            dedupe_max_keys: defaults::dedupe_max_keys(),
             max_backlog: defaults::max_backlog(),
             max_delay: defaults::max_delay(),
             system_events: SystemEventsConfig::default(),
@@ -448,6 +455,10 @@ pub mod defaults {
     pub fn max_delay() -> Duration {
         Duration::from_secs(7 * 24 * 3600)
     }
+    pub fn dedupe_max_keys() -> usize {
+        10_000_000
+    }
+
     pub fn dedupe_window() -> Duration {
         Duration::from_secs(600)
     }

@@ -81,7 +81,13 @@ fn engine(dir: &std::path::Path) -> Arc<Engine> {
         },
     };
     let buses = ["default".to_owned()].into_iter().collect();
-    Engine::build(&validated, Store::open(dir).unwrap(), HashMap::new(), buses).unwrap()
+    // These tests pause tokio's clock; the commit thread runs on the real one.
+    let options = crate::store::StoreOptions {
+        commit_wait: None,
+        ..Default::default()
+    };
+    let store = Store::open_with(dir, options).unwrap();
+    Engine::build(&validated, store, HashMap::new(), buses).unwrap()
 }
 
 /// Publish as a source whose replays are recognised by key.

@@ -13,7 +13,7 @@
 //! (which one wins would be a guess). A time in the past, or `0s`, means now. A
 //! time further away than `server.max_delay` is refused, so a typo (a year too
 //! far) does not sit in the store unseen. The due time is decided once, at
-//! publish, and stored with the event (see [`crate::store::Queue::enqueue_all`]),
+//! publish, and stored with the event (see [`crate::store::Queue::append_all`]),
 //! so a restart does not move it; the extensions stay on the delivered event.
 
 use cloudevents::event::ExtensionValue;

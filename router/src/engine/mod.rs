@@ -39,7 +39,7 @@ pub use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::source::{SourceContext, SourceStatuses};
 pub use crate::store::{DeadLetter, QueueStats, StoreError};
-use crate::store::{Position, Progress, Record, Store};
+use crate::store::{Position, Progress, Record, Store, StoreOptions};
 
 /// How the dispatchers of one target deliver (from its settings).
 #[derive(Debug, Clone)]
@@ -120,11 +120,49 @@ fn subscription(
     Ok(sub)
 }
 
+/// What a bus mixes into its events' keys, so the same `source` and `id` on two
+/// buses are two events (the keys of all buses share one index).
+fn bus_key(bus: &str) -> u128 {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, bus.as_bytes()).as_u128()
+}
+
+/// Keep the keys of events a crash left without theirs: the group commit makes
+/// events durable before their keys, so the newest events of each queue (those
+/// enqueued up to a commit's timeout before the newest durable key) may lack
+/// theirs. Restored, a replay of one is still dropped.
+fn restore_replay_keys(
+    store: &Store,
+    subscriptions: &[Arc<Subscription>],
+) -> Result<(), StoreError> {
+    let seen = store.replays();
+    let Some(since) = seen.restore_from_ms() else {
+        return Ok(());
+    };
+    let mut restored = 0;
+    for sub in subscriptions {
+        let mix = bus_key(&sub.bus);
+        for record in sub.queue.ready_since(since)? {
+            let Ok(event) = serde_json::from_str::<Event>(record.event.get()) else {
+                continue;
+            };
+            let key = u128::from_be_bytes(event_key(&event).into_bytes()) ^ mix;
+            restored += seen.restore(key, record.enqueued_ms)?;
+        }
+    }
+    if restored > 0 {
+        tracing::info!(
+            restored,
+            "Restored de-duplication keys a crash had not written."
+        );
+    }
+    Ok(())
+}
+
 /// How a publish tells a replayed event from a new one.
 #[derive(Clone, Copy)]
 pub(crate) enum Replays<'a> {
     /// By the event key (`source` + `id`): an event whose key was queued within
-    /// `server.dedupe_window` is dropped (see [`crate::store::Queue::enqueue_all`]).
+    /// `server.dedupe_window` is dropped (see [`crate::store::replays`]).
     ByKey,
     /// By the source's own positions: the source skips what its positions cover
     /// before publishing, and `positions` (key, position) are stored after these
@@ -187,10 +225,16 @@ impl Engine {
             dir: dir.clone(),
             error,
         })?;
-        let store = Store::open(Path::new(dir)).map_err(|error| EngineError::Store {
-            dir: dir.clone(),
-            error,
-        })?;
+        let options = StoreOptions {
+            dedupe_window_ms: validated.config.server.dedupe_window.as_millis() as u64,
+            dedupe_max_keys: validated.config.server.dedupe_max_keys,
+            ..StoreOptions::default()
+        };
+        let store =
+            Store::open_with(Path::new(dir), options).map_err(|error| EngineError::Store {
+                dir: dir.clone(),
+                error,
+            })?;
         let targets = validated
             .config
             .targets
@@ -254,14 +298,7 @@ impl Engine {
             rule_subs.push(subs);
         }
         let server = &config.server;
-        if !server.dedupe_window.is_zero() {
-            for sub in &subscriptions {
-                let restored = sub.queue.repair_dedupe()?;
-                if restored > 0 {
-                    tracing::info!(subscription = %sub.name, restored, "Restored de-duplication keys lost in a crash.");
-                }
-            }
-        }
+        restore_replay_keys(&store, &subscriptions)?;
         Ok(Arc::new(Self {
             rules: validated.rules.clone(),
             rule_subs,
@@ -356,6 +393,32 @@ impl Engine {
         published
     }
 
+    /// Append to each subscription in `per_sub` its events of `records` that
+    /// are not `duplicate`; returns how many (event, subscription) pairs.
+    fn append(
+        &self,
+        per_sub: &[(&Arc<Subscription>, Vec<usize>)],
+        records: &[(Record, [u8; 16], Option<u64>)],
+        duplicate: &[bool],
+        now: u64,
+    ) -> Result<usize, StoreError> {
+        let mut written = 0;
+        for (sub, list) in per_sub {
+            let batch: Vec<(&Record, Option<u64>)> = list
+                .iter()
+                .filter(|&&i| !duplicate[i])
+                .map(|&i| (&records[i].0, records[i].2))
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            sub.queue.append_all(&batch, now)?;
+            written += batch.len();
+            sub.metrics.matched.inc_by(batch.len() as u64);
+        }
+        Ok(written)
+    }
+
     /// Each event's due time (`None`: now), from its `deliverat`/`delay`.
     fn due_times(&self, events: &[Event], now: u64) -> Result<Vec<Option<u64>>, PublishError> {
         events
@@ -439,23 +502,38 @@ impl Engine {
                 }
             }
         }
-        let mut written = 0;
-        let mut duplicate = vec![false; records.len()];
-        for (sub, list) in &per_sub {
-            let batch: Vec<(&Record, &[u8; 16], Option<u64>)> = list
-                .iter()
-                .map(|&i| (&records[i].0, &records[i].1, records[i].2))
-                .collect();
-            let queued = sub.queue.enqueue_all(&batch, window_ms, now)?;
-            for (&i, queued) in list.iter().zip(queued) {
-                if queued {
-                    written += 1;
-                    sub.metrics.matched.inc();
-                } else {
-                    duplicate[i] = true;
-                }
+        // Replays within the window are dropped; the keys of the rest are kept
+        // from now on, and taken back if their events are not made durable.
+        let seen = self.store.replays();
+        let bus_key = bus_key(bus);
+        let keys: Vec<u128> = records
+            .iter()
+            .map(|r| u128::from_be_bytes(r.1) ^ bus_key)
+            .collect();
+        let duplicate = if window_ms > 0 {
+            seen.check(&keys, now)
+        } else {
+            vec![false; records.len()]
+        };
+        let new_keys: Vec<u128> = if window_ms > 0 {
+            keys.iter()
+                .zip(&duplicate)
+                .filter(|(_, d)| !**d)
+                .map(|(k, _)| *k)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let written = self
+            .append(&per_sub, &records, &duplicate, now)
+            .and_then(|written| seen.note(&new_keys, now).map(|()| written));
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => {
+                seen.forget(&new_keys);
+                return Err(e.into());
             }
-        }
+        };
         let duplicates = duplicate.iter().filter(|d| **d).count() as u64;
         self.metrics
             .received(bus, source)
@@ -497,8 +575,13 @@ impl Engine {
             }
         }
         let marked = matches!(replays, Replays::Marked { positions, removed, .. } if !positions.is_empty() || !removed.is_empty());
-        if written > 0 || marked {
-            self.store.commit().await?;
+        // A replay is answered only once what it repeats is durable too: its
+        // commit is this round or an earlier one.
+        if written > 0 || marked || duplicates > 0 {
+            if let Err(e) = self.store.commit().await {
+                seen.forget(&new_keys);
+                return Err(e.into());
+            }
         }
         for (sub, _) in per_sub {
             sub.update_depth();

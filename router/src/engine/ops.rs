@@ -11,6 +11,10 @@ use super::{Engine, StoreError};
 use crate::delivery::dispatch::Subscription;
 use crate::store::{DeadLetter, QueueStats};
 
+/// A flush running this long makes sluice not ready (the writers waiting on it
+/// give up at 10 s and are answered 503).
+const FLUSH_STALL: Duration = Duration::from_secs(5);
+
 /// A subscription as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SubscriptionInfo {
@@ -159,7 +163,13 @@ impl Engine {
         NotReady {
             targets,
             sources: self.statuses.not_ready(),
-            store: self.store_failure(),
+            store: self.store_failure().or_else(|| {
+                let stalled = self.flush_stalled_for().filter(|s| *s >= FLUSH_STALL)?;
+                Some(format!(
+                    "the store has been stuck in one flush for {}s",
+                    stalled.as_secs()
+                ))
+            }),
             checking,
         }
     }
@@ -170,17 +180,25 @@ impl Engine {
         self.store.health().failure()
     }
 
-    /// How long the store has been stuck in one flush, if it is in one.
+    /// How long the store has been stuck in one flush, if it is in one (not
+    /// ready from [`FLUSH_STALL`] on).
     pub fn flush_stalled_for(&self) -> Option<Duration> {
         self.store.flush_stalled_for()
     }
 
-    /// Write everything to disk; for shutdown, after sources and delivery stopped.
+    /// Write everything to disk; for shutdown, after sources and delivery
+    /// stopped. Bounded: what was acknowledged is on disk already, so a final
+    /// flush that hangs is reported rather than waited for forever.
     pub async fn close(&self) -> Result<(), StoreError> {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.flush()).await {
-            Ok(flushed) => flushed,
-            Err(e) => Err(StoreError::new("final flush", e)),
+        let flush = tokio::task::spawn_blocking(move || store.flush());
+        match tokio::time::timeout(Duration::from_secs(10), flush).await {
+            Ok(Ok(flushed)) => flushed,
+            Ok(Err(e)) => Err(StoreError::new("final flush", e)),
+            Err(_) => Err(StoreError::new(
+                "final flush",
+                "it did not finish within 10s",
+            )),
         }
     }
 }

@@ -5,12 +5,12 @@
 //! any number of concurrent callers. Nothing is acknowledged upstream before it.
 
 mod chunk;
-mod dedupe;
 pub mod log;
 mod plan;
 mod progress;
 mod queue;
 mod record;
+pub(crate) mod replays;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,6 +122,9 @@ impl Health {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// Keys of the events accepted within `server.dedupe_window`.
+    replays: Arc<replays::Replays>,
+    commit_wait: Option<std::time::Duration>,
     health: Health,
     commits: mpsc::Sender<Waiter>,
     /// Group commits (fsyncs) done so far.
@@ -143,9 +146,41 @@ impl Drop for FlusherGuard {
     }
 }
 
+/// How a store is opened: what it must remember of published events.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// `server.dedupe_window` (0: no replay is dropped).
+    pub dedupe_window_ms: u64,
+    /// `server.dedupe_max_keys`.
+    pub dedupe_max_keys: usize,
+    /// How long a writer waits for its group commit before it gives up (see
+    /// [`Committer::commit`]). `None` waits for ever: only for tests on a paused
+    /// tokio clock, which would run the wait out at once while the commit
+    /// thread works on the real clock.
+    pub commit_wait: Option<std::time::Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            dedupe_window_ms: 600_000,
+            dedupe_max_keys: 10_000_000,
+            commit_wait: Some(COMMIT_WAIT),
+        }
+    }
+}
+
+/// The folder of the de-duplication keys' log, in the data directory.
+const REPLAYS_DIR: &str = "dedupe";
+
 impl Store {
-    /// Open (or create) the store in `dir`.
+    /// Open (or create) the store in `dir` with the default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Open (or create) the store in `dir`.
+    pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir.as_ref())
             .mode(sled::Mode::HighThroughput)
@@ -164,6 +199,13 @@ impl Store {
             })?;
         // Who holds the store, for the next process that finds it locked.
         let _ = std::fs::write(dir.as_ref().join(PID_FILE), std::process::id().to_string());
+        // Opened once sled holds the directory's lock, so no two processes share it.
+        let replays = Arc::new(replays::Replays::open(
+            &dir.as_ref().join(REPLAYS_DIR),
+            options.dedupe_window_ms,
+            options.dedupe_max_keys,
+        )?);
+        let flusher_replays = replays.clone();
         let (tx, rx) = mpsc::channel::<Waiter>(65_536);
         let flusher_db = db.clone();
         let flushes = Arc::new(AtomicU64::new(0));
@@ -173,10 +215,19 @@ impl Store {
         let flusher_health = health.clone();
         let handle = std::thread::Builder::new()
             .name("sluice-commit".into())
-            .spawn(move || flusher(flusher_db, rx, &counter, &since, &flusher_health))
+            .spawn(move || {
+                let done = Done {
+                    flushes: &counter,
+                    since: &since,
+                    health: &flusher_health,
+                };
+                flusher(&flusher_db, &flusher_replays, rx, &done);
+            })
             .map_err(|e| StoreError::new("open", e))?;
         Ok(Self {
             db,
+            replays,
+            commit_wait: options.commit_wait,
             health,
             commits: tx,
             flushes,
@@ -187,17 +238,13 @@ impl Store {
 
     /// The queue of subscription `name`, created on first use.
     pub fn queue(&self, name: &str) -> Result<Queue, StoreError> {
-        Queue::open(&self.db, name, Committer(self.commits.clone()))
+        Queue::open(&self.db, name, self.committer())
     }
 
     /// The dead-letter list of source `name`: records it refused as malformed
     /// (only its dead-letter part is used).
     pub fn source_rejects(&self, name: &str) -> Result<Queue, StoreError> {
-        Queue::open_tree(
-            &self.db,
-            &format!("rejects/{name}"),
-            Committer(self.commits.clone()),
-        )
+        Queue::open_tree(&self.db, &format!("rejects/{name}"), self.committer())
     }
 
     /// The positions source `name` already queued (see [`Progress`]).
@@ -207,7 +254,7 @@ impl Store {
 
     /// Wait until every write made before this call is on disk.
     pub async fn commit(&self) -> Result<(), StoreError> {
-        Committer(self.commits.clone()).commit().await
+        self.committer().commit().await
     }
 
     /// Flush synchronously (shutdown).
@@ -215,7 +262,20 @@ impl Store {
         self.db
             .flush()
             .map(|_| ())
-            .map_err(|e| StoreError::new("flush", e))
+            .map_err(|e| StoreError::new("flush", e))?;
+        self.replays.sync()
+    }
+
+    fn committer(&self) -> Committer {
+        Committer {
+            commits: self.commits.clone(),
+            wait: self.commit_wait,
+        }
+    }
+
+    /// The keys of recently accepted events (see [`replays`]).
+    pub(crate) fn replays(&self) -> &replays::Replays {
+        &self.replays
     }
 
     /// Whether the store can still write (see [`Health`]).
@@ -255,32 +315,71 @@ impl Store {
     }
 }
 
+/// How long a writer waits for its group commit before giving up on it.
+const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A handle on the group-commit thread.
 #[derive(Clone)]
-pub(crate) struct Committer(mpsc::Sender<Waiter>);
+pub(crate) struct Committer {
+    commits: mpsc::Sender<Waiter>,
+    wait: Option<std::time::Duration>,
+}
 
 impl Committer {
-    /// Wait until every write made before this call is on disk.
+    /// Wait until every write made before this call is on disk, or fail after
+    /// the store's commit wait ([`COMMIT_WAIT`] unless a test set another): a
+    /// flush that never returns (a stuck disk, a store bug) must refuse what it
+    /// cannot confirm (ingest answers 503, the caller sends again,
+    /// de-duplication drops a copy that did land) instead of holding every
+    /// request forever.
     async fn commit(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.0
-            .send(tx)
+        let closed = || StoreError::new("commit", "the store is closed");
+        let committed = async {
+            self.commits.send(tx).await.map_err(|_| closed())?;
+            rx.await.map_err(|_| closed())?
+        };
+        let Some(wait) = self.wait else {
+            return committed.await;
+        };
+        tokio::time::timeout(wait, committed)
             .await
-            .map_err(|_| StoreError::new("commit", "the store is closed"))?;
-        rx.await
-            .map_err(|_| StoreError::new("commit", "the store is closed"))?
+            .unwrap_or_else(|_| {
+                Err(StoreError::new(
+                    "commit",
+                    format!(
+                        "the store did not confirm the write within {}s (a flush is stuck)",
+                        wait.as_secs()
+                    ),
+                ))
+            })
     }
 }
 
+/// What the group-commit loop reports on.
+struct Done<'a> {
+    /// Rounds done.
+    flushes: &'a AtomicU64,
+    /// When the round in progress began (ms), 0 between rounds.
+    since: &'a AtomicU64,
+    health: &'a Health,
+}
+
 /// The group-commit loop, on its own thread so an fsync never blocks the runtime.
-/// It takes every waiter queued so far, flushes once, and answers them all.
+/// It takes every waiter queued so far, flushes once, and answers them all. The
+/// events go to disk first, then the de-duplication keys written for them (see
+/// [`replays`] for why that order).
 fn flusher(
-    db: sled::Db,
+    db: &sled::Db,
+    replays: &replays::Replays,
     mut rx: mpsc::Receiver<Waiter>,
-    flushes: &AtomicU64,
-    since: &AtomicU64,
-    health: &Health,
+    done: &Done<'_>,
 ) {
+    let Done {
+        flushes,
+        since,
+        health,
+    } = done;
     let mut waiters = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         waiters.push(first);
@@ -291,7 +390,8 @@ fn flusher(
         let result = db
             .flush()
             .map(|_| ())
-            .map_err(|e| StoreError::new("flush", e));
+            .map_err(|e| StoreError::new("flush", e))
+            .and_then(|()| replays.sync());
         since.store(0, Ordering::Relaxed);
         flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = &result {

@@ -105,11 +105,8 @@ fn run(ops: Vec<Op>) {
                 let records: Vec<Record> = (0..n as u64)
                     .map(|i| Record::new(event_json(model.next_id + i), now))
                     .collect();
-                let key = [0u8; 16];
-                let refs: Vec<(&Record, &[u8; 16], Option<u64>)> =
-                    records.iter().map(|r| (r, &key, None)).collect();
-                let queued = queue.enqueue_all(&refs, 0, now).unwrap();
-                assert_eq!(queued, vec![true; n]);
+                let refs: Vec<(&Record, Option<u64>)> = records.iter().map(|r| (r, None)).collect();
+                queue.append_all(&refs, now).unwrap();
                 for _ in 0..n {
                     model.ready.insert(model.next_seq, model.next_id);
                     model.next_id += 1;
@@ -119,9 +116,7 @@ fn run(ops: Vec<Op>) {
             Op::EnqueueDue(delay) => {
                 let record = Record::new(event_json(model.next_id), now);
                 let due = Some(now + delay);
-                queue
-                    .enqueue_all(&[(&record, &[0u8; 16], due)], 0, now)
-                    .unwrap();
+                queue.append_all(&[(&record, due)], now).unwrap();
                 if delay == 0 {
                     model.ready.insert(model.next_seq, model.next_id);
                 } else {
@@ -246,10 +241,8 @@ fn leases_continue_mid_chunk_and_partly_settled_chunks_survive_reopen() {
     let store = Store::open(dir.path()).unwrap();
     let queue = store.queue("s").unwrap();
     let records: Vec<Record> = (0..5).map(|i| Record::new(event_json(i), 0)).collect();
-    let key = [0u8; 16];
-    let refs: Vec<(&Record, &[u8; 16], Option<u64>)> =
-        records.iter().map(|r| (r, &key, None)).collect();
-    queue.enqueue_all(&refs, 0, 0).unwrap();
+    let refs: Vec<(&Record, Option<u64>)> = records.iter().map(|r| (r, None)).collect();
+    queue.append_all(&refs, 0).unwrap();
     let mut in_flight = HashSet::new();
     let first = queue.lease(2, 0, &in_flight, None).unwrap();
     in_flight.extend(first.iter().map(|l| l.key.clone()));

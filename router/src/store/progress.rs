@@ -3,9 +3,9 @@
 //!
 //! After a crash the Kafka source re-reads the records whose offsets it had not
 //! committed yet. Most of them were queued before the crash. Remembering each
-//! event's key (see [`super::dedupe`]) costs a lookup and two inserts per event and
-//! subscription, plus their expiry; remembering "everything up to offset N of
-//! partition P is queued" costs one insert per partition and publish. A position is
+//! event's key (see [`super::replays`]) costs memory and a log write per event;
+//! remembering "everything up to offset N of partition P is queued" costs one
+//! insert per partition and publish. A position is
 //! written after the records it covers and before the same commit, and sled
 //! recovers writes in order, so a durable position never covers a lost record.
 //!

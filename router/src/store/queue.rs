@@ -14,8 +14,6 @@
 //! - `c` + counter name               -> u64 BE: delivered, retried, dead-lettered totals
 //! - `p` + id (u64 BE)                -> a batch plan: the keys of a batch in flight
 //!   (see [`super::plan`])
-//! - `k` + event key, `t` + ms + event key -> recently queued events, for
-//!   de-duplication (see [`super::dedupe`])
 //! - `f` + flag name                  -> a setting of the queue kept across restarts
 //!   (`paused`: 1 while delivery is paused)
 //!
@@ -41,8 +39,6 @@ const DELAYED: u8 = b'd';
 const DEAD: u8 = b'x';
 const COUNTER: u8 = b'c';
 pub(super) const PLAN: u8 = b'p';
-pub(super) const DEDUPE_KEY: u8 = b'k';
-pub(super) const EXPIRY: u8 = b't';
 const FLAG: u8 = b'f';
 
 /// Depth and totals of one queue.
@@ -79,8 +75,6 @@ pub(super) struct State {
     /// Held while a sequence number is drawn and its record inserted, so ready keys
     /// become visible in increasing order and a reader's cursor never skips one.
     pub(super) append: Mutex<()>,
-    /// When expired de-duplication keys were last removed (ms).
-    pub(super) last_prune_ms: AtomicU64,
     /// Chunks with a settled bitmap (some but not all records settled), so that
     /// leases read bitmaps only where there is one.
     partial: Mutex<HashSet<u64>>,
@@ -188,6 +182,7 @@ impl Queue {
             Ok((ready, settled.into_keys().collect()))
         };
         let (ready, partial) = count_ready()?;
+        drop_old_dedupe_keys(&tree)?;
         let counter = |name: &str| -> Result<u64, StoreError> {
             let v = tree
                 .get(counter_key(name))
@@ -209,7 +204,6 @@ impl Queue {
             dead: AtomicU64::new(count(DEAD)),
             totals: Mutex::new(totals),
             append: Mutex::new(()),
-            last_prune_ms: AtomicU64::new(0),
             partial: Mutex::new(partial),
         };
         Ok(Self {
@@ -226,8 +220,57 @@ impl Queue {
         self.append_chunk(&[ser(record)])
     }
 
+    /// Append events: those due later than `now_ms` (delayed delivery:
+    /// `deliverat` / `delay`) to the scheduled range, where retries wait, the
+    /// rest as one ready chunk (see the key layout above). Not durable until
+    /// [`super::Store::commit`] returns. (Replays were dropped before: see
+    /// [`super::replays`].)
+    pub fn append_all(
+        &self,
+        events: &[(&Record, Option<u64>)],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let _order = self.state.append.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = Vec::with_capacity(events.len());
+        let mut delayed = Vec::new();
+        for &(r, due) in events {
+            match due.filter(|&d| d > now_ms) {
+                Some(due) => delayed.push((due, ser(r))),
+                None => records.push(ser(r)),
+            }
+        }
+        if !records.is_empty() {
+            self.append_chunk(&records)?;
+        }
+        self.append_due(delayed)
+    }
+
+    /// The ready records enqueued at or after `since_ms`, newest chunks first
+    /// (found by reading chunks from the newest back until one holds none).
+    pub fn ready_since(&self, since_ms: u64) -> Result<Vec<Record>, StoreError> {
+        let err = |e| StoreError::new("read queue", e);
+        let mut out = Vec::new();
+        for item in self.tree.range(vec![READY]..vec![READY + 1]).rev() {
+            let (_, v) = item.map_err(err)?;
+            let Ok(records) = chunk::records(&v) else {
+                continue;
+            };
+            let before = out.len();
+            out.extend(
+                records
+                    .iter()
+                    .filter_map(|b| serde_json::from_slice::<Record>(b).ok())
+                    .filter(|r| r.enqueued_ms >= since_ms),
+            );
+            if out.len() == before {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Insert serialised records into the scheduled range, each under its due
-    /// time (delayed delivery, from [`Queue::enqueue_all`]); one seq names them
+    /// time (delayed delivery, from [`Queue::append_all`]); one seq names them
     /// all (identity: seq + index + count). The caller holds `state.append`.
     pub(super) fn append_due(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
         if records.is_empty() {
@@ -645,6 +688,24 @@ impl Queue {
             dead_lettered_total: totals.dead_lettered,
         }
     }
+}
+
+/// Remove the de-duplication entries earlier versions kept in each queue (`k` +
+/// event key, `t` + ms + event key); the keys now live in [`super::replays`].
+fn drop_old_dedupe_keys(tree: &sled::Tree) -> Result<(), StoreError> {
+    let err = |e| StoreError::new("open queue", e);
+    for prefix in [b'k', b't'] {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for k in tree.scan_prefix([prefix]).keys() {
+            batch.remove(k.map_err(err)?);
+            any = true;
+        }
+        if any {
+            tree.apply_batch(batch).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 fn flag_key(name: &str) -> Vec<u8> {

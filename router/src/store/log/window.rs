@@ -55,7 +55,7 @@ impl Window {
             return false;
         }
         self.expire(now_ms);
-        if self.buckets.iter().any(|(_, keys)| keys.contains(&key)) {
+        if self.contains(key) {
             return true;
         }
         self.insert(key, now_ms);
@@ -85,6 +85,27 @@ impl Window {
                 self.dropped_early += 1;
             }
         }
+    }
+
+    /// Whether `key` is held.
+    pub fn contains(&self, key: u128) -> bool {
+        self.buckets.iter().any(|(_, keys)| keys.contains(&key))
+    }
+
+    /// Take `key` back (it was checked, then its event was not written).
+    pub fn remove(&mut self, key: u128) {
+        for (_, keys) in self.buckets.iter_mut().rev() {
+            if keys.remove(&key) {
+                self.keys -= 1;
+                return;
+            }
+        }
+    }
+
+    /// When the oldest bucket held began (ms): keys accepted before it are
+    /// no longer held.
+    pub fn oldest_ms(&self) -> Option<u64> {
+        self.buckets.front().map(|&(b, _)| b * self.bucket_ms)
     }
 
     /// Drop the buckets that ended before the window that ends at `now_ms`.
