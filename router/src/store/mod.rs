@@ -4,6 +4,7 @@
 //! it was called, and one flush (one fsync) covers every write made before it by
 //! any number of concurrent callers. Nothing is acknowledged upstream before it.
 
+pub mod bus;
 mod chunk;
 pub mod log;
 mod plan;
