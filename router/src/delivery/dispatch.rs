@@ -476,7 +476,14 @@ impl Dispatcher {
                 }
             }
             dl.update_depth();
-            dl.notify.notify_one();
+            // Leased once durable: told after the commit that makes them so.
+            let dl = dl.clone();
+            tokio::spawn(async move {
+                match dl.queue.commit().await {
+                    Ok(()) => dl.notify.notify_one(),
+                    Err(e) => dl.health.note(&e),
+                }
+            });
         }
     }
 

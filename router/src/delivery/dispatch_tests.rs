@@ -87,6 +87,7 @@ fn engine(dir: &std::path::Path) -> Arc<Engine> {
         ..Default::default()
     };
     let store = Store::open_with(dir, options).unwrap();
+    store.open_rejects(&["pull"]).unwrap();
     Engine::build(&validated, store, HashMap::new(), buses).unwrap()
 }
 

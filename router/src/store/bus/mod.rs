@@ -25,7 +25,7 @@ pub(crate) mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -57,6 +57,11 @@ pub struct BusLog {
     /// Subscription name -> id.
     ids: HashMap<String, u16>,
     state: Mutex<State>,
+    /// Journal records appended and not yet durable, by seq: a retry or dead
+    /// letter is leased or listed from here until the log can serve it, so a
+    /// settlement does not wait for a commit to take effect. (Events are only
+    /// ever leased once durable.)
+    fresh: Mutex<BTreeMap<u64, Vec<u8>>>,
 }
 
 fn slot_key(slot: Slot, due_ms: u64) -> Vec<u8> {
@@ -132,6 +137,7 @@ impl BusLog {
             log,
             ids,
             state: Mutex::new(state),
+            fresh: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -171,8 +177,12 @@ impl BusLog {
             .map(|(data, _)| journal::decode(data).map_err(|why| bad("append", why)))
             .collect::<Result<Vec<_>, _>>()?;
         let seqs = self.log.append(&appends)?;
-        for (seq, p) in seqs.clone().zip(&decoded) {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        for ((seq, p), (data, _)) in seqs.clone().zip(&decoded).zip(payloads) {
             state.apply(seq, p);
+            if matches!(p, Payload::Journal(_)) {
+                fresh.insert(seq, data.clone());
+            }
         }
         Ok(seqs.start)
     }
@@ -180,11 +190,7 @@ impl BusLog {
     /// Append events, each (record, de-duplication key, due ms, subscription
     /// ids): one record per event for every subscription it is ready for, one
     /// scheduled record per subscription for an event due after `now_ms`.
-    pub fn publish(
-        &self,
-        events: &[BusEvent<'_>],
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
+    pub fn publish(&self, events: &[BusEvent<'_>], now_ms: u64) -> Result<(), StoreError> {
         let mut payloads = Vec::with_capacity(events.len());
         let mut state = self.state();
         for &(record, key, due, subs) in events {
@@ -211,7 +217,11 @@ impl BusLog {
     /// Write and fsync what was appended (the committer); then delete the
     /// segments no subscription needs.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.log.sync()?;
+        let durable = self.log.sync()?;
+        {
+            let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+            *fresh = fresh.split_off(&durable);
+        }
         let floor = {
             let state = self.state();
             state
@@ -225,8 +235,16 @@ impl BusLog {
         Ok(())
     }
 
-    /// Read the record `seq` (durable only).
+    /// Read the record `seq`: durable, or a journal record not yet durable.
     fn payload_at(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(data) = self
+            .fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&seq)
+        {
+            return Ok(Some(data.clone()));
+        }
         Ok(self
             .log
             .read(seq, 1, 0)?
@@ -267,10 +285,10 @@ impl BusLog {
             let due: Vec<(u64, u64)> = s
                 .due
                 .iter()
-                .take_while(|(d, _)| *d <= now_ms)
-                .filter(|&&(d, id)| !in_flight.contains(&slot_key(Slot::Due(id), d)))
+                .take_while(|(d, _, _)| *d <= now_ms)
+                .filter(|&&(d, _, id)| !in_flight.contains(&slot_key(Slot::Due(id), d)))
                 .take(max)
-                .copied()
+                .map(|&(d, _, id)| (d, id))
                 .collect();
             (due, s.acks.floor())
         };
@@ -308,15 +326,30 @@ impl BusLog {
                 if in_flight.contains(&key) || settled {
                     continue;
                 }
-                let record = serde_json::from_slice(record)
-                    .map_err(|why| bad("lease", format!("record {}: {why}", e.seq)))?;
-                out.push(Leased { key, record });
+                match serde_json::from_slice(record) {
+                    Ok(record) => out.push(Leased { key, record }),
+                    Err(why) => {
+                        // A record this version cannot read must not block the queue.
+                        tracing::error!(seq = e.seq, error = %why, "Unreadable record moved to dead letters.");
+                        let letter = unreadable(record, &why.to_string());
+                        self.settle(sub, vec![Settlement::DeadLetter { key, letter }])?;
+                    }
+                }
                 if out.len() >= max {
                     break;
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Append an event record of raw bytes for `subs` (tests: what a later
+    /// version might have written).
+    #[cfg(test)]
+    pub(crate) fn append_raw(&self, subs: &[u16], record: &[u8]) -> Result<(), StoreError> {
+        let mut state = self.state();
+        self.append(&mut state, &[(journal::event(subs, record), [0; 16])], 0)
+            .map(|_| ())
     }
 
     /// The due time of the earliest scheduled event of `sub` not in `in_flight`.
@@ -327,7 +360,7 @@ impl BusLog {
             .get(&sub)?
             .due
             .iter()
-            .find_map(|&(d, id)| (!in_flight.contains(&slot_key(Slot::Due(id), d))).then_some(d))
+            .find_map(|&(d, _, id)| (!in_flight.contains(&slot_key(Slot::Due(id), d))).then_some(d))
     }
 
     /// Apply outcomes of `sub`'s leased events, in one round.
@@ -447,6 +480,51 @@ impl BusLog {
         Ok(out)
     }
 
+    /// The newest dead letter of `sub`, if any.
+    pub fn last_dead_letter(&self, sub: u16) -> Result<Option<DeadLetter>, StoreError> {
+        let last = {
+            let state = self.state();
+            state.subs.get(&sub).and_then(|s| s.dead.last().copied())
+        };
+        let Some(id) = last else { return Ok(None) };
+        Ok(match self.op_at(id)? {
+            Some(Op::Dead { mut letter, .. }) => {
+                letter.seq = id;
+                Some(letter)
+            }
+            _ => None,
+        })
+    }
+
+    /// (de-duplication key, time) of the durable records appended at or after
+    /// `since_ms` in the last two segments (where a crash can have left events
+    /// whose keys the key log lost; see [`super::replays`]). Zero keys are left
+    /// out.
+    pub fn recent_keys(&self, since_ms: u64) -> Result<Vec<(u128, u64)>, StoreError> {
+        let bases = self.log.segment_bases();
+        let from = bases
+            .iter()
+            .rev()
+            .nth(1)
+            .or(bases.last())
+            .copied()
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        let mut seq = from;
+        loop {
+            let entries = self.log.read(seq, REPLAY_STEP, 16 << 20)?;
+            let Some(last) = entries.last() else { break };
+            seq = last.seq + 1;
+            out.extend(
+                entries
+                    .iter()
+                    .filter(|e| e.time_ms >= since_ms && e.key != [0; 16])
+                    .map(|e| (u128::from_be_bytes(e.key), e.time_ms)),
+            );
+        }
+        Ok(out)
+    }
+
     /// Move `sub`'s dead letters (those in `only`, or all) back to its ready
     /// events with a fresh attempt history; returns how many moved.
     pub fn redrive(&self, sub: u16, only: Option<&[u64]>) -> Result<u64, StoreError> {
@@ -527,7 +605,7 @@ impl BusLog {
     }
 
     /// The open plans of `sub`, oldest first, each with the events still held.
-    pub fn plans(&self, sub: u16) -> Result<Vec<super::plan::Plan>, StoreError> {
+    pub fn plans(&self, sub: u16) -> Result<Vec<super::queue::Plan>, StoreError> {
         let plans: Vec<(u64, Vec<(Slot, u64)>)> = {
             let state = self.state();
             let Some(s) = state.subs.get(&sub) else {
@@ -540,7 +618,7 @@ impl BusLog {
                         .iter()
                         .filter_map(|&slot| match slot {
                             Slot::Ready(seq) => (!s.acks.is_settled(seq)).then_some((slot, 0)),
-                            Slot::Due(d) => s.due_at.get(&d).map(|&due| (slot, due)),
+                            Slot::Due(d) => s.due_at.get(&d).map(|&(due, _)| (slot, due)),
                         })
                         .collect();
                     (id, held)
@@ -671,4 +749,20 @@ fn write_subs(
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io)
+}
+
+/// A dead letter for stored bytes this version cannot read, kept as text.
+fn unreadable(bytes: &[u8], error: &str) -> DeadLetter {
+    let text = serde_json::to_string(&String::from_utf8_lossy(bytes)).unwrap_or_default();
+    // A JSON string is valid JSON; `null` only if that ever failed.
+    let raw = serde_json::value::RawValue::from_string(text)
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+    DeadLetter {
+        seq: 0,
+        dead_lettered_ms: crate::now_ms(),
+        reason: format!("unreadable record: {error}"),
+        last_status: None,
+        body_excerpt: None,
+        record: Record::new(raw, 0),
+    }
 }

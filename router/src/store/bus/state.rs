@@ -18,10 +18,12 @@ pub(crate) struct Sub {
     pub acks: Acks,
     /// Ready events not settled.
     pub ready: u64,
-    /// Scheduled events: (due ms, id of the record holding them).
-    pub due: BTreeSet<(u64, u64)>,
-    /// id -> due ms, to find a scheduled event by its id.
-    pub due_at: HashMap<u64, u64>,
+    /// Scheduled events: (due ms, origin, id of the record holding them). The
+    /// origin (the seq the event first had in this subscription, kept through
+    /// its retries) orders events due at the same time as they came.
+    pub due: BTreeSet<(u64, u64, u64)>,
+    /// id -> (due ms, origin), to find a scheduled event by its id.
+    pub due_at: HashMap<u64, (u64, u64)>,
     /// Ids of the dead letters held.
     pub dead: BTreeSet<u64>,
     /// Open batch plans: id -> their slots.
@@ -68,7 +70,7 @@ impl Sub {
                 was
             }
             Slot::Due(id) => match self.due_at.remove(&id) {
-                Some(due) => self.due.remove(&(due, id)),
+                Some((due, origin)) => self.due.remove(&(due, origin, id)),
                 None => false,
             },
         }
@@ -132,11 +134,16 @@ fn apply_op(sub: &mut Sub, id: u64, op: &Op) {
             totals,
             ..
         } => {
+            let origin = match from {
+                Some(Slot::Ready(seq)) => *seq,
+                Some(Slot::Due(prev)) => sub.due_at.get(prev).map_or(id, |&(_, o)| o),
+                None => id,
+            };
             if let Some(from) = from {
                 sub.end(*from);
             }
-            sub.due.insert((*due_ms, id));
-            sub.due_at.insert(id, *due_ms);
+            sub.due.insert((*due_ms, origin, id));
+            sub.due_at.insert(id, (*due_ms, origin));
             sub.totals = *totals;
         }
         Op::Dead { from, totals, .. } => {
