@@ -68,12 +68,15 @@ pub(crate) enum Op {
         record: Record,
         totals: Totals,
     },
-    /// An event of `sub` dead-lettered (from nowhere: a source's reject).
+    /// An event of `sub` dead-lettered (from nowhere: a source's reject), or
+    /// the dead letter `replaces` copied forward out of an old segment.
     Dead {
         sub: u16,
         from: Option<Slot>,
         letter: DeadLetter,
         totals: Totals,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<u64>,
     },
     /// Dead letters of `sub` put back: they end, and their records follow as
     /// events of `sub` alone in the same round.

@@ -41,6 +41,9 @@ const READY: u8 = b'r';
 const DUE: u8 = b'd';
 const PLAN: u8 = b'p';
 
+/// A retry due sooner than this is not copied out of an old segment.
+const COMPACT_MARGIN_MS: u64 = 5_000;
+
 /// Records read per step when the log is replayed at open.
 const REPLAY_STEP: usize = 4096;
 
@@ -232,7 +235,68 @@ impl BusLog {
                 .unwrap_or_else(|| self.log.durable())
         };
         self.log.delete_before(floor)?;
-        Ok(())
+        self.compact()
+    }
+
+    /// When the oldest segment is held only by records that pin it (a retry
+    /// due later, a dead letter, a pause), copy them to the log's end so one
+    /// long-lived record does not keep every segment after it on disk. The
+    /// copies are durable with the next round, and only then does the segment
+    /// go (the floor above follows the state, which names the copies).
+    /// Retries due within [`COMPACT_MARGIN_MS`] are left: they are about to be
+    /// delivered, and a leased one must keep its id.
+    fn compact(&self) -> Result<(), StoreError> {
+        let bases = self.log.segment_bases();
+        let (Some(&first), Some(&second)) = (bases.first(), bases.get(1)) else {
+            return Ok(());
+        };
+        let now = crate::now_ms();
+        let mut state = self.state();
+        let acked = state.subs.values().map(|s| s.acks.floor()).min();
+        if acked.is_none_or(|f| f < second) {
+            return Ok(());
+        }
+        let pinned = first..second;
+        let mut copies = Vec::new();
+        for (&sub, s) in &state.subs {
+            for (&id, &(due, _)) in &s.due_at {
+                if pinned.contains(&id) && due > now + COMPACT_MARGIN_MS {
+                    if let Some(Op::Due { record, .. }) = self.op_at(id)? {
+                        let (from, totals) = (Some(Slot::Due(id)), s.totals);
+                        copies.push(Op::Due {
+                            sub,
+                            from,
+                            due_ms: due,
+                            record,
+                            totals,
+                        });
+                    }
+                }
+            }
+            for &id in s.dead.range(pinned.clone()) {
+                if let Some(Op::Dead { letter, .. }) = self.op_at(id)? {
+                    let (from, replaces, totals) = (None, Some(id), s.totals);
+                    copies.push(Op::Dead {
+                        sub,
+                        from,
+                        letter,
+                        totals,
+                        replaces,
+                    });
+                }
+            }
+            if s.pause_id.is_some_and(|id| pinned.contains(&id)) {
+                copies.push(Op::Pause { sub, paused: true });
+            }
+        }
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let payloads: Vec<_> = copies
+            .iter()
+            .map(|op| (journal::journal(op), [0; 16]))
+            .collect();
+        self.append(&mut state, &payloads, now).map(|_| ())
     }
 
     /// Read the record `seq`: durable, or a journal record not yet durable.
@@ -401,6 +465,7 @@ impl BusLog {
                         from: Some(slot(&key)?),
                         letter,
                         totals,
+                        replaces: None,
                     });
                 }
                 Settlement::PlanDone { key } => {
@@ -450,6 +515,7 @@ impl BusLog {
             from: None,
             letter,
             totals,
+            replaces: None,
         };
         self.append(&mut state, &[(journal::journal(&op), [0; 16])], now_ms)
             .map(|_| ())

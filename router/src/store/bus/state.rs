@@ -146,9 +146,17 @@ fn apply_op(sub: &mut Sub, id: u64, op: &Op) {
             sub.due_at.insert(id, (*due_ms, origin));
             sub.totals = *totals;
         }
-        Op::Dead { from, totals, .. } => {
+        Op::Dead {
+            from,
+            totals,
+            replaces,
+            ..
+        } => {
             if let Some(from) = from {
                 sub.end(*from);
+            }
+            if let Some(old) = replaces {
+                sub.dead.remove(old);
             }
             sub.dead.insert(id);
             sub.totals = *totals;

@@ -432,3 +432,63 @@ fn a_torn_last_round_is_cut_at_every_byte() {
     let st = bus.stats(a);
     assert_eq!((st.depth, st.dead_letters, st.delivered_total), (1, 1, 1));
 }
+
+/// A dead letter, a retry due far ahead and a pause do not keep the segments
+/// behind them: they are copied forward, and the drained log shrinks anyway.
+#[test]
+fn long_lived_records_are_copied_forward_and_release_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = open(dir.path(), 32 << 10);
+    let a = bus.id("a.fn").unwrap();
+    let only_a = [a];
+    let far = crate::now_ms() + 3_600_000;
+    let rs: Vec<Record> = (0..3_000).map(|n| record(n, 1)).collect();
+    for (i, part) in rs.chunks(300).enumerate() {
+        let events: Vec<_> = part
+            .iter()
+            .map(|r| (r, [0; 16], None, &only_a[..]))
+            .collect();
+        bus.publish(&events, 1).unwrap();
+        bus.sync().unwrap();
+        let leased = bus.lease(a, 300, 1, &HashSet::new(), None).unwrap();
+        let mut outcomes = Vec::new();
+        for (j, l) in leased.into_iter().enumerate() {
+            outcomes.push(match (i, j) {
+                (0, 0) => Settlement::DeadLetter {
+                    letter: letter(l.record.clone()),
+                    key: l.key,
+                },
+                (0, 1) => Settlement::Retry {
+                    record: l.record.clone(),
+                    key: l.key,
+                    due_ms: far,
+                },
+                _ => Settlement::Delivered { key: l.key },
+            });
+        }
+        bus.settle(a, outcomes).unwrap();
+        if i == 0 {
+            bus.set_paused(a, true).unwrap();
+        }
+        bus.sync().unwrap();
+    }
+    for _ in 0..3 {
+        bus.sync().unwrap();
+    }
+    assert!(bus.disk().0 <= 2, "{} segments", bus.disk().0);
+    let before = bus.stats(a);
+    drop(bus);
+    let bus = open(dir.path(), 32 << 10);
+    assert_eq!(bus.stats(a), before);
+    assert_eq!(
+        (before.dead_letters, before.retrying, before.depth),
+        (1, 1, 1)
+    );
+    assert_eq!(before.delivered_total, 2_998);
+    assert!(bus.paused(a));
+    assert_eq!(bus.next_due_ms(a, &HashSet::new()), Some(far));
+    let dead = bus.dead_letters(a, None, 10).unwrap();
+    assert_eq!(n_of(&dead[0].record), 0);
+    let due = bus.lease(a, 10, far, &HashSet::new(), None).unwrap();
+    assert_eq!(due.iter().map(|l| n_of(&l.record)).collect::<Vec<_>>(), [1]);
+}
