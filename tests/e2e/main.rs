@@ -17,6 +17,7 @@ mod kafka_sources;
 mod ops;
 mod postgres;
 mod rabbitmq;
+mod results;
 mod rules;
 mod s3;
 mod s3_events;

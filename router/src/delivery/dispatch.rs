@@ -16,13 +16,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::rate::RateLimiter;
+use super::results::{Results, Routed};
 use crate::config::BatchConfig;
 use crate::delivery::retry::{Next, RetryPolicy};
 use crate::error::ErrorClass;
 use crate::event::Event;
 use crate::metrics::SubscriptionMetrics;
 use crate::now_ms;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Answer, Sink, SinkError};
 use crate::store::{DeadLetter, Health, Leased, Queue, Record, Settlement};
 use crate::transform::Transform;
 
@@ -100,11 +101,16 @@ pub(crate) struct Dispatcher {
     batching: Batching,
     /// The target's `rate_limit` bucket, shared with its other subscriptions.
     limiter: Option<Arc<RateLimiter>>,
+    /// The rule's result destinations, if it has any.
+    results: Option<Arc<Results>>,
 }
+
+/// One delivered event's outcome, with the target's answer when it gave one.
+type Delivered = Result<Option<Answer>, SinkError>;
 
 /// A finished delivery task: each leased event with its result, when it started,
 /// and the batch plan to remove with the settlement (stable batches only).
-type Done = (Vec<(Leased, Result<(), SinkError>)>, u64, Option<Vec<u8>>);
+type Done = (Vec<(Leased, Delivered)>, u64, Option<Vec<u8>>);
 
 /// How long the dispatcher waits before asking an unready target again.
 const CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -132,6 +138,22 @@ impl Dispatcher {
                 batched: false,
             },
             limiter: None,
+            results: None,
+        }
+    }
+
+    /// Make each delivery's result event and store it where `results` say,
+    /// before the delivery is settled.
+    pub(crate) fn with_results(mut self, results: Arc<Results>) -> Self {
+        self.results = Some(results);
+        self
+    }
+
+    /// Bytes of a function's answer to keep: none without an `on_success`.
+    fn answer_bytes(&self) -> usize {
+        match &self.results {
+            Some(r) if r.on_success.is_some() => r.max_body,
+            _ => 0,
         }
     }
 
@@ -193,7 +215,7 @@ impl Dispatcher {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                        self.settle(vec![done], &mut in_flight);
+                        self.settle(vec![done], &mut in_flight).await;
                         continue;
                     }
                 }
@@ -213,7 +235,7 @@ impl Dispatcher {
                     () = shutdown.cancelled() => break,
                     () = self.sub.notify.notified() => continue,
                     Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                        self.settle(vec![done], &mut in_flight);
+                        self.settle(vec![done], &mut in_flight).await;
                         continue;
                     }
                 }
@@ -266,12 +288,13 @@ impl Dispatcher {
                 let sink = self.sink.clone();
                 let transform = self.transform.clone();
                 let limiter = self.limiter.clone();
+                let keep = self.answer_bytes();
                 tasks.spawn(async move {
                     if let Some(limiter) = limiter {
                         limiter.acquire(batch.len()).await;
                     }
                     let started = now_ms();
-                    let results = deliver(&*sink, transform.as_deref(), &batch).await;
+                    let results = deliver(&*sink, transform.as_deref(), &batch, keep).await;
                     (batch.into_iter().zip(results).collect(), started, None)
                 });
             }
@@ -299,7 +322,7 @@ impl Dispatcher {
                     while let Some(more) = tasks.try_join_next() {
                         finished.push(more);
                     }
-                    self.settle(finished, &mut in_flight);
+                    self.settle(finished, &mut in_flight).await;
                 }
                 () = self.sub.notify.notified() => {}
                 () = sleep_opt(timer) => {}
@@ -311,7 +334,7 @@ impl Dispatcher {
         let deadline = tokio::time::Instant::now() + grace;
         while !tasks.is_empty() {
             match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-                Ok(Some(done)) => self.settle(vec![done], &mut in_flight),
+                Ok(Some(done)) => self.settle(vec![done], &mut in_flight).await,
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(subscription = %self.sub.name, in_flight = tasks.len(), "Deliveries still in flight at shutdown stay queued.");
@@ -368,6 +391,7 @@ impl Dispatcher {
         let queue = self.sub.queue.clone();
         let policy = self.policy.clone();
         let name = self.sub.name.clone();
+        let keep = self.answer_bytes();
         async move {
             let started = now_ms();
             let plan = match plan {
@@ -392,7 +416,7 @@ impl Dispatcher {
                 .unwrap_or(started);
             let mut attempts = 0u32;
             loop {
-                let mut results = deliver(&*sink, transform.as_deref(), &batch).await;
+                let mut results = deliver(&*sink, transform.as_deref(), &batch, keep).await;
                 attempts += 1;
                 let retryable = results.iter().find_map(|r| match r {
                     Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Internal) => {
@@ -425,13 +449,13 @@ impl Dispatcher {
         }
     }
 
-    fn settle(
+    async fn settle(
         &self,
         finished: Vec<Result<Done, tokio::task::JoinError>>,
         in_flight: &mut HashSet<Vec<u8>>,
     ) {
         let now = now_ms();
-        let mut outcomes = Vec::with_capacity(finished.len());
+        let mut routed = Vec::with_capacity(finished.len());
         for done in finished {
             let Ok((results, started, plan)) = done else {
                 // A delivery task panicked; its keys stay in flight until restart
@@ -441,12 +465,17 @@ impl Dispatcher {
             };
             for (leased, result) in results {
                 in_flight.remove(&leased.key);
-                outcomes.push(self.outcome(leased, result, started, now));
+                routed.push(self.route(leased, result, started, now));
             }
             if let Some(key) = plan {
-                outcomes.push(Settlement::PlanDone { key });
+                routed.push(Routed::plain(Settlement::PlanDone { key }));
             }
         }
+        if let Some(results) = &self.results {
+            self.failure_results(results, &mut routed);
+            results.store(&self.sub.name, &mut routed, now).await;
+        }
+        let outcomes: Vec<Settlement> = routed.into_iter().map(|r| r.settlement).collect();
         let forwards: Vec<Record> = match &self.sub.dead_letter {
             Some(_) => outcomes
                 .iter()
@@ -468,6 +497,9 @@ impl Dispatcher {
             return;
         }
         self.sub.update_depth();
+        if let Some(results) = &self.results {
+            results.notify();
+        }
         if let (Some(dl), false) = (&self.sub.dead_letter, forwards.is_empty()) {
             for record in &forwards {
                 if let Err(e) = dl.queue.enqueue(record) {
@@ -477,6 +509,57 @@ impl Dispatcher {
             }
             dl.update_depth();
             dl.notify.notify_one();
+        }
+    }
+
+    /// The settlement of one delivery and, with an `on_success`, its result. A
+    /// success whose result would go past `server.max_hops` is dead-lettered
+    /// instead, saying the chain was stopped.
+    fn route(&self, leased: Leased, result: Delivered, started: u64, now: u64) -> Routed {
+        let mut made = None;
+        let result = match (result, &self.results) {
+            (Ok(answer), Some(results)) if results.on_success.is_some() => {
+                match results.succeeded(&self.sub.name, &leased.record, answer) {
+                    Ok(event) => {
+                        made = Some(event);
+                        Ok(())
+                    }
+                    Err(why) => Err(SinkError::permanent(why.to_string())),
+                }
+            }
+            (result, _) => result.map(|_| ()),
+        };
+        let record = made.as_ref().map(|_| leased.record.clone());
+        Routed {
+            settlement: self.outcome(leased, result, started, now),
+            record,
+            result: made.map(|e| (true, e)),
+        }
+    }
+
+    /// With an `on_failure`, the result of each delivery that ends dead-lettered
+    /// (none past `server.max_hops`: the chain stops there).
+    fn failure_results(&self, results: &Results, routed: &mut [Routed]) {
+        if results.on_failure.is_none() {
+            return;
+        }
+        for r in routed {
+            let Settlement::DeadLetter { letter, .. } = &r.settlement else {
+                continue;
+            };
+            let made = results.failed(
+                &self.sub.name,
+                &letter.record,
+                &letter.reason,
+                letter.last_status,
+                letter.body_excerpt.as_deref(),
+            );
+            match made {
+                Ok(event) => r.result = Some((false, event)),
+                Err(why) => {
+                    tracing::warn!(subscription = %self.sub.name, reason = %why, "No failure result.");
+                }
+            }
         }
     }
 
@@ -585,28 +668,33 @@ fn batch_len(pending: &VecDeque<Leased>, b: &Batching) -> (usize, bool) {
 }
 
 /// Read the stored events, transform them, deliver them: one result per event, in
-/// order. An event that fails to read or transform is a permanent error (it is
+/// order, with the target's answer (its body up to `keep` bytes; none when 0).
+/// An event that fails to read or transform is a permanent error (it is
 /// dead-lettered with the reason); the others are delivered without it.
 async fn deliver(
     sink: &dyn Sink,
     transform: Option<&Transform>,
     batch: &[Leased],
-) -> Vec<Result<(), SinkError>> {
-    let mut results: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
+    keep: usize,
+) -> Vec<Delivered> {
+    let mut results: Vec<Delivered> = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
     for leased in batch {
         match prepare(transform, leased) {
             Ok(event) => {
                 events.push(event);
-                results.push(Ok(()));
+                results.push(Ok(None));
             }
             Err(e) => results.push(Err(e)),
         }
     }
     let mut written = if events.is_empty() {
         Vec::new()
+    } else if keep > 0 {
+        sink.deliver_answered(&events, keep).await
     } else {
-        sink.deliver(&events).await
+        let written = sink.deliver(&events).await;
+        written.into_iter().map(|r| r.map(|()| None)).collect()
     }
     .into_iter();
     let count = events.len();

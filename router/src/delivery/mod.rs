@@ -2,4 +2,5 @@
 
 pub mod dispatch;
 pub(crate) mod rate;
+pub(crate) mod results;
 pub mod retry;

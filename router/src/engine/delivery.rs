@@ -8,9 +8,13 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::Engine;
+use async_trait::async_trait;
+
+use super::{Engine, PublishError, Replays};
 use crate::delivery::dispatch::Dispatcher;
 use crate::delivery::rate::RateLimiter;
+use crate::delivery::results::{Publisher, Results};
+use crate::event::Event;
 use crate::sink::Sink;
 
 /// The running dispatchers; [`Delivery::stopped`] waits for them after shutdown.
@@ -31,7 +35,7 @@ impl Engine {
     /// builds for its target (called once per subscription, so subscriptions do
     /// not share a sink's connections or batches). Stops on `shutdown`.
     pub fn start_delivery<E>(
-        &self,
+        self: &Arc<Self>,
         mut sink_for: impl FnMut(&str) -> Result<Arc<dyn Sink>, E>,
         shutdown: &CancellationToken,
     ) -> Result<Delivery, E> {
@@ -42,6 +46,27 @@ impl Engine {
             .iter()
             .filter_map(|(name, t)| {
                 Some((name.as_str(), Arc::new(RateLimiter::new(t.rate_limit?))))
+            })
+            .collect();
+        // One set of result destinations per rule that has any, shared by its
+        // subscriptions (not by the forwarded ones: results make no results).
+        let node = format!("sluice://{}", super::system::node_name(&self.server));
+        let publisher: Arc<dyn Publisher> = self.clone();
+        let results: Vec<Option<Arc<Results>>> = self
+            .results
+            .iter()
+            .map(|r| {
+                (r.on_success.is_some() || r.on_failure.is_some()).then(|| {
+                    Arc::new(Results {
+                        on_success: r.on_success.clone(),
+                        on_failure: r.on_failure.clone(),
+                        max_hops: self.server.max_hops,
+                        max_body: usize::try_from(self.server.max_event_bytes)
+                            .unwrap_or(usize::MAX),
+                        node: node.clone(),
+                        publisher: publisher.clone(),
+                    })
+                })
             })
             .collect();
         for sub in &self.subscriptions {
@@ -64,8 +89,30 @@ impl Engine {
             if let Some(limiter) = limiters.get(sub.target.as_str()) {
                 dispatcher = dispatcher.with_rate_limit(limiter.clone());
             }
+            match &results[sub.rule_index] {
+                Some(r) if !sub.is_dead_letter => dispatcher = dispatcher.with_results(r.clone()),
+                _ => {}
+            }
             tasks.spawn(dispatcher.run(shutdown.clone(), self.server.shutdown_grace));
         }
         Ok(Delivery { tasks })
+    }
+}
+
+#[async_trait]
+impl Publisher for Engine {
+    /// Through the same path as any publish (matching, per-subscription
+    /// queues, dedupe by `source` + `id`), returning once durable. An event the
+    /// engine refuses (a function's answer with a bad `deliverat`, say) is
+    /// dropped with a warning rather than retried forever.
+    async fn publish_results(&self, bus: &str, from: &str, events: &[Event]) -> Result<(), String> {
+        match self.publish(bus, from, events, Replays::ByKey).await {
+            Ok(_) => Ok(()),
+            Err(PublishError::Store(e)) => Err(e.to_string()),
+            Err(e) => {
+                tracing::warn!(subscription = from, bus, error = %e, "A result event was refused and dropped.");
+                Ok(())
+            }
+        }
     }
 }

@@ -29,9 +29,11 @@ pub use self::ingest::{BacklogFull, Ingest};
 pub use self::ops::{NotReady, SubscriptionInfo};
 pub use self::system::{SystemEvents, SYSTEM_BUS};
 use crate::config::{
-    BatchConfig, CompiledRules, RuleConfig, ServerConfig, SourceEntry, TargetEntry, Validated,
+    BatchConfig, CompiledRules, DestinationConfig, RuleConfig, ServerConfig, SourceEntry,
+    TargetEntry, Validated,
 };
 use crate::delivery::dispatch::Subscription;
+use crate::delivery::results::Destination;
 use crate::delivery::retry::RetryPolicy;
 use crate::event::{event_key, Event, EventError};
 use crate::matching::rules::Scratch;
@@ -57,6 +59,8 @@ pub struct Engine {
     subscriptions: Vec<Arc<Subscription>>,
     /// Per rule, its retry schedule.
     retry: Vec<RetryPolicy>,
+    /// Per rule, where its results go.
+    results: Vec<RuleResults>,
     /// Per target, deliveries in flight at most and how it batches.
     targets: HashMap<String, TargetDelivery>,
     store: Store,
@@ -78,8 +82,18 @@ pub struct Engine {
 enum Role {
     /// Delivers a rule's matches; what it gives up on also goes to `forward`.
     Matches { forward: Option<Arc<Subscription>> },
-    /// Delivers what a rule's other subscriptions gave up on.
-    DeadLetter,
+    /// Delivers what a rule's other subscriptions hand it, as it is (no
+    /// transform): what they gave up on (`<rule>.dead-letter`), or their result
+    /// events (`<rule>.on-success`, `<rule>.on-failure`).
+    Forwarded,
+}
+
+/// Per rule, the subscriptions its results are delivered through when a
+/// destination is a target (`{target: NAME}`), or the bus they are published to.
+#[derive(Clone, Default)]
+pub(crate) struct RuleResults {
+    on_success: Option<Destination>,
+    on_failure: Option<Destination>,
 }
 
 /// Open one subscription of rule `index` to `target`.
@@ -93,7 +107,7 @@ fn subscription(
 ) -> Result<Arc<Subscription>, StoreError> {
     let (dead_letter, is_dead_letter) = match role {
         Role::Matches { forward } => (forward, false),
-        Role::DeadLetter => (None, true),
+        Role::Forwarded => (None, true),
     };
     let queue = store.queue(&name)?;
     let paused = queue.paused()?;
@@ -274,18 +288,48 @@ impl Engine {
         metrics.register_store(&store);
         let mut rule_subs = Vec::with_capacity(config.rules.len());
         let mut subscriptions = Vec::new();
+        let mut results = Vec::with_capacity(config.rules.len());
         for (index, rule) in config.rules.iter().enumerate() {
             let mut subs = Vec::new();
             let dead_letter = match &rule.dead_letter {
                 Some(target) => {
                     let name = format!("{}.dead-letter", rule.name);
-                    let role = Role::DeadLetter;
+                    let role = Role::Forwarded;
                     let sub = subscription(&store, &metrics, (index, rule), target, name, role)?;
                     subscriptions.push(sub.clone());
                     Some(sub)
                 }
                 None => None,
             };
+            let mut destination = |dest: Option<&DestinationConfig>, suffix: &str| {
+                let dest = match dest {
+                    Some(DestinationConfig { bus: Some(bus), .. }) => {
+                        Some(Destination::Bus(bus.clone()))
+                    }
+                    Some(DestinationConfig {
+                        target: Some(target),
+                        ..
+                    }) => {
+                        let name = format!("{}.{suffix}", rule.name);
+                        let sub = subscription(
+                            &store,
+                            &metrics,
+                            (index, rule),
+                            target,
+                            name,
+                            Role::Forwarded,
+                        )?;
+                        subscriptions.push(sub.clone());
+                        Some(Destination::Target(sub))
+                    }
+                    _ => None,
+                };
+                Ok::<_, StoreError>(dest)
+            };
+            results.push(RuleResults {
+                on_success: destination(rule.on_success.as_ref(), "on-success")?,
+                on_failure: destination(rule.on_failure.as_ref(), "on-failure")?,
+            });
             for target in &rule.targets {
                 let name = format!("{}.{}", rule.name, target);
                 let role = Role::Matches {
@@ -304,6 +348,7 @@ impl Engine {
             rule_subs,
             subscriptions,
             retry: config.rules.iter().map(|r| (&r.retry).into()).collect(),
+            results,
             targets,
             store,
             metrics,

@@ -214,7 +214,7 @@ impl Engine {
         if !config.enabled {
             return None;
         }
-        let name = config.name.clone().unwrap_or_else(host_name);
+        let name = node_name(&self.server);
         Some(SystemEvents {
             engine: self.clone(),
             config,
@@ -337,6 +337,13 @@ impl SystemEvents {
             }
         }
     }
+}
+
+/// The name of this node in the `source` of the events sluice makes (system
+/// events `sluice://<name>`, result events under it):
+/// `server.system_events.name`, else the host name.
+pub(crate) fn node_name(server: &crate::config::ServerConfig) -> String {
+    server.system_events.name.clone().unwrap_or_else(host_name)
 }
 
 /// This machine's host name, for the events' `source`.
