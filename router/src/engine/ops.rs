@@ -181,7 +181,7 @@ impl Engine {
     }
 
     /// How long the store has been stuck in one flush, if it is in one (not
-    /// ready from [`FLUSH_STALL`] on).
+    /// ready from `FLUSH_STALL` on).
     pub fn flush_stalled_for(&self) -> Option<Duration> {
         self.store.flush_stalled_for()
     }
