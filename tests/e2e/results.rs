@@ -257,6 +257,16 @@ server:
         stderr.contains("rules[0].on_success") && stderr.contains("unknown field `queue`"),
         "{stderr}"
     );
+    let (code, _, stderr) = validate(
+        "targets:\n  - name: on-success\n    type: discard\nrules:\n  - name: r\n    targets: [on-success]\n    on_success: { target: on-success }\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "rules[0].on_success.target: the rule also delivers to a target named \"on-success\""
+        ),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

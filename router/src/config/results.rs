@@ -71,6 +71,20 @@ pub(super) fn validate(
                             format!("unknown target {target:?} (rule {:?})", rule.name),
                         );
                     }
+                    // Results go through subscription `<rule>.on-success` (or
+                    // `.on-failure`): a rule target of that name would share it.
+                    let suffix = key.replace('_', "-");
+                    if rule.targets.contains(&suffix) {
+                        c.push(
+                            format!("{at}.target"),
+                            format!(
+                                "the rule also delivers to a target named {suffix:?}, whose \
+                                 subscription {0}.{suffix} is the one its results use; rename \
+                                 that target (rule {0:?})",
+                                rule.name
+                            ),
+                        );
+                    }
                 }
             }
         }

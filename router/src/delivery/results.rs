@@ -57,6 +57,12 @@ pub(crate) trait Publisher: Send + Sync {
     /// `from` is the subscription, for metrics. An error means nothing may be
     /// assumed stored: the delivery is retried.
     async fn publish_results(&self, bus: &str, from: &str, events: &[Event]) -> Result<(), String>;
+
+    /// Append `events` to result subscription `sub`'s queue, dropping those
+    /// whose `source` + `id` it was given within the dedupe window (a crash
+    /// made the result again): in the store before the settlement that
+    /// follows, so durable no later than it.
+    fn append_results(&self, sub: &Subscription, events: &[Event], now: u64) -> Result<(), String>;
 }
 
 /// A rule's result destinations and what building its results needs.
@@ -227,7 +233,7 @@ impl Results {
                         .publish_results(bus, subscription, &events)
                         .await
                 }
-                Destination::Target(sub) => enqueue(sub, &events, now),
+                Destination::Target(sub) => self.publisher.append_results(sub, &events, now),
             };
             if let Err(error) = stored {
                 tracing::warn!(subscription, error = %error, "Results could not be stored; their deliveries will be retried.");
@@ -247,19 +253,6 @@ impl Results {
             }
         }
     }
-}
-
-/// Append `events` to a result subscription's queue: in the store before the
-/// settlement that follows, so durable no later than it.
-fn enqueue(sub: &Subscription, events: &[Event], now: u64) -> Result<(), String> {
-    for event in events {
-        let text = serde_json::to_string(event).map_err(|e| e.to_string())?;
-        let raw = serde_json::value::RawValue::from_string(text).map_err(|e| e.to_string())?;
-        sub.queue
-            .enqueue(&Record::new(raw, now))
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 /// Settle `routed` as a retry in a second, without its result.
@@ -357,6 +350,10 @@ mod tests {
     #[async_trait]
     impl Publisher for Nowhere {
         async fn publish_results(&self, _: &str, _: &str, _: &[Event]) -> Result<(), String> {
+            Err("no store".into())
+        }
+
+        fn append_results(&self, _: &Subscription, _: &[Event], _: u64) -> Result<(), String> {
             Err("no store".into())
         }
     }

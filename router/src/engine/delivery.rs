@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 use async_trait::async_trait;
 
 use super::{Engine, PublishError, Replays};
-use crate::delivery::dispatch::Dispatcher;
+use crate::delivery::dispatch::{Dispatcher, Subscription};
 use crate::delivery::rate::RateLimiter;
 use crate::delivery::results::{Publisher, Results};
-use crate::event::Event;
+use crate::event::{event_key, Event};
 use crate::sink::Sink;
+use crate::store::Record;
 
 /// The running dispatchers; [`Delivery::stopped`] waits for them after shutdown.
 pub struct Delivery {
@@ -115,4 +116,46 @@ impl Publisher for Engine {
             }
         }
     }
+
+    /// Keys mixed as for the events of the subscription's bus, the way
+    /// [`super::restore_replay_keys`] reads them back after a crash.
+    fn append_results(&self, sub: &Subscription, events: &[Event], now: u64) -> Result<(), String> {
+        let seen = self.store.replays();
+        let mix = super::bus_key(&sub.bus);
+        let keys: Vec<u128> = events
+            .iter()
+            .map(|e| u128::from_be_bytes(event_key(e).into_bytes()) ^ mix)
+            .collect();
+        let duplicate = if self.dedupe_window_ms > 0 {
+            seen.check(&keys, now)
+        } else {
+            vec![false; keys.len()]
+        };
+        let mut new_keys = Vec::new();
+        let mut appended = Ok(());
+        for ((event, key), duplicate) in events.iter().zip(keys).zip(duplicate) {
+            if duplicate {
+                continue;
+            }
+            new_keys.push(key);
+            appended = append(sub, event, now);
+            if appended.is_err() {
+                break;
+            }
+        }
+        let noted = appended.and_then(|()| seen.note(&new_keys, now).map_err(|e| e.to_string()));
+        if noted.is_err() {
+            seen.forget(&new_keys);
+        }
+        noted
+    }
+}
+
+fn append(sub: &Subscription, event: &Event, now: u64) -> Result<(), String> {
+    let text = serde_json::to_string(event).map_err(|e| e.to_string())?;
+    let raw = serde_json::value::RawValue::from_string(text).map_err(|e| e.to_string())?;
+    sub.queue
+        .enqueue(&Record::new(raw, now))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
