@@ -1,6 +1,7 @@
 //! End-to-end tests of the `sluice` binary against real sockets on loopback.
 
 mod backpressure;
+mod breaker;
 mod config;
 mod dedupe;
 mod delay;

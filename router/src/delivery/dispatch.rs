@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::{Breaker, Gate};
 use super::rate::RateLimiter;
 use super::results::{Results, Routed};
 use crate::config::BatchConfig;
@@ -55,6 +56,8 @@ pub(crate) struct Subscription {
     /// Whether delivery is paused by the operator (`POST .../pause`): nothing
     /// new is leased; deliveries in flight finish.
     pub(crate) paused: std::sync::atomic::AtomicBool,
+    /// The target's circuit breaker, this subscription's own state of it.
+    pub(crate) breaker: Option<Breaker>,
 }
 
 impl Subscription {
@@ -240,16 +243,30 @@ impl Dispatcher {
                     }
                 }
             }
+            // An open breaker leases nothing until its cooldown ends, then one probe.
+            let gate = match &self.sub.breaker {
+                Some(b) => b.gate(now_ms(), in_flight.is_empty()),
+                None => Gate::Open,
+            };
             // Every wake-up (a completion, new events, a retry coming due) leases
             // whatever room there is.
-            if tasks.len() < self.concurrency && in_flight.len() < capacity {
-                let room = capacity - in_flight.len();
+            let room = match gate {
+                Gate::Open => capacity.saturating_sub(in_flight.len()),
+                Gate::Probe => 1,
+                Gate::Shut(_) => 0,
+            };
+            if tasks.len() < self.concurrency && room > 0 {
                 match self
                     .sub
                     .queue
                     .lease(room, now_ms(), &in_flight, cursor.as_deref())
                 {
                     Ok(leased) => {
+                        if let (Gate::Probe, Some(b), false) =
+                            (gate, &self.sub.breaker, leased.is_empty())
+                        {
+                            b.probe_sent();
+                        }
                         for l in leased {
                             if l.is_ready() {
                                 cursor = Some(l.key.clone());
@@ -301,19 +318,22 @@ impl Dispatcher {
             // Wake for the next retry that is not already in flight (one already
             // due wakes at once), or when the pending batch has waited long enough.
             // Without room, a completion wakes the loop instead.
-            let timer = if tasks.len() < self.concurrency {
-                let retry = if in_flight.len() < capacity {
-                    self.sub
-                        .queue
-                        .next_due_ms(&in_flight)
-                        .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
-                } else {
-                    None
-                };
-                let flush = pending_since.map(|t| b.max_wait.saturating_sub(t.elapsed()));
-                retry.into_iter().chain(flush).min()
-            } else {
-                None
+            let flush = pending_since.map(|t| b.max_wait.saturating_sub(t.elapsed()));
+            let timer = match gate {
+                // Open breaker: retries wait too; wake when its cooldown ends.
+                Gate::Shut(cooldown) => cooldown.into_iter().chain(flush).min(),
+                _ if tasks.len() < self.concurrency => {
+                    let retry = if in_flight.len() < capacity {
+                        self.sub
+                            .queue
+                            .next_due_ms(&in_flight)
+                            .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+                    } else {
+                        None
+                    };
+                    retry.into_iter().chain(flush).min()
+                }
+                _ => None,
             };
             tokio::select! {
                 biased;
@@ -463,6 +483,11 @@ impl Dispatcher {
                 tracing::error!(subscription = %self.sub.name, "A delivery task failed.");
                 continue;
             };
+            if let Some(b) = &self.sub.breaker {
+                if let Some(failure) = breaker_verdict(&results) {
+                    b.record(failure, now);
+                }
+            }
             for (leased, result) in results {
                 in_flight.remove(&leased.key);
                 routed.push(self.route(leased, result, started, now));
@@ -634,6 +659,24 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// What one delivery (an event or a batch) tells the breaker: `Some(Some(error))`
+/// a failure that counts (retryable: the target failing, not the event),
+/// `Some(None)` a success, `None` nothing (the target is not set up: checked
+/// apart).
+fn breaker_verdict(results: &[(Leased, Delivered)]) -> Option<Option<&str>> {
+    let mut verdict = None;
+    for (_, result) in results {
+        match result {
+            Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Internal) => {
+                return Some(Some(e.message.as_str()));
+            }
+            Err(e) if e.class == ErrorClass::Config => {}
+            _ => verdict = Some(None),
+        }
+    }
+    verdict
 }
 
 /// The record a rule's dead-letter target gets: the original event with the reason

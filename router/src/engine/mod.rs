@@ -32,6 +32,7 @@ use crate::config::{
     BatchConfig, CompiledRules, DestinationConfig, RuleConfig, ServerConfig, SourceEntry,
     TargetEntry, Validated,
 };
+pub use crate::delivery::breaker::BreakerInfo;
 use crate::delivery::dispatch::Subscription;
 use crate::delivery::results::Destination;
 use crate::delivery::retry::RetryPolicy;
@@ -49,6 +50,7 @@ pub(crate) struct TargetDelivery {
     concurrency: usize,
     batch: Option<BatchConfig>,
     rate_limit: Option<f64>,
+    breaker: Option<crate::config::BreakerConfig>,
 }
 
 /// Everything between the sources and the targets.
@@ -98,8 +100,7 @@ pub(crate) struct RuleResults {
 
 /// Open one subscription of rule `index` to `target`.
 fn subscription(
-    store: &Store,
-    metrics: &Metrics,
+    (store, metrics, targets): (&Store, &Metrics, &HashMap<String, TargetDelivery>),
     (index, rule): (usize, &RuleConfig),
     target: &str,
     name: String,
@@ -129,6 +130,10 @@ fn subscription(
         not_ready: std::sync::Mutex::new(None),
         checked: std::sync::atomic::AtomicBool::new(false),
         paused: std::sync::atomic::AtomicBool::new(paused),
+        breaker: targets
+            .get(target)
+            .and_then(|t| t.breaker.clone())
+            .map(crate::delivery::breaker::Breaker::new),
     });
     sub.update_depth();
     Ok(sub)
@@ -259,6 +264,7 @@ impl Engine {
                     concurrency: spec.concurrency(),
                     batch: spec.batch(),
                     rate_limit: spec.rate_limit(),
+                    breaker: spec.breaker(),
                 };
                 (spec.name().to_owned(), delivery)
             })
@@ -289,13 +295,14 @@ impl Engine {
         let mut rule_subs = Vec::with_capacity(config.rules.len());
         let mut subscriptions = Vec::new();
         let mut results = Vec::with_capacity(config.rules.len());
+        let open = (&store, &metrics, &targets);
         for (index, rule) in config.rules.iter().enumerate() {
             let mut subs = Vec::new();
             let dead_letter = match &rule.dead_letter {
                 Some(target) => {
                     let name = format!("{}.dead-letter", rule.name);
                     let role = Role::Forwarded;
-                    let sub = subscription(&store, &metrics, (index, rule), target, name, role)?;
+                    let sub = subscription(open, (index, rule), target, name, role)?;
                     subscriptions.push(sub.clone());
                     Some(sub)
                 }
@@ -311,14 +318,7 @@ impl Engine {
                         ..
                     }) => {
                         let name = format!("{}.{suffix}", rule.name);
-                        let sub = subscription(
-                            &store,
-                            &metrics,
-                            (index, rule),
-                            target,
-                            name,
-                            Role::Forwarded,
-                        )?;
+                        let sub = subscription(open, (index, rule), target, name, Role::Forwarded)?;
                         subscriptions.push(sub.clone());
                         Some(Destination::Target(sub))
                     }
@@ -335,7 +335,7 @@ impl Engine {
                 let role = Role::Matches {
                     forward: dead_letter.clone(),
                 };
-                let sub = subscription(&store, &metrics, (index, rule), target, name, role)?;
+                let sub = subscription(open, (index, rule), target, name, role)?;
                 subs.push(sub.clone());
                 subscriptions.push(sub);
             }
