@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::BreakerConfig;
+use crate::error::ErrorClass;
+use crate::sink::SinkError;
 
 /// What the dispatcher may deliver now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +178,26 @@ impl Breaker {
     }
 }
 
+/// What one delivery (an event or a batch) tells the breaker: `Some(Some(error))`
+/// a failure that counts (retryable: the target failing, not the event),
+/// `Some(None)` a success, `None` nothing (the target is not set up: checked
+/// apart).
+pub(crate) fn verdict<'a, T: 'a>(
+    results: impl Iterator<Item = &'a Result<T, SinkError>>,
+) -> Option<Option<&'a str>> {
+    let mut verdict = None;
+    for result in results {
+        match result {
+            Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Internal) => {
+                return Some(Some(e.message.as_str()));
+            }
+            Err(e) if e.class == ErrorClass::Config => {}
+            _ => verdict = Some(None),
+        }
+    }
+    verdict
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +256,16 @@ mod tests {
         assert_eq!(b.gate(4_200, true), Gate::Open);
         assert_eq!(b.changes().0, 1, "a failed probe is no second opening");
         assert_eq!(b.changes().1, 1);
+    }
+
+    #[test]
+    fn only_retryable_failures_count() {
+        let ok: Result<(), SinkError> = Ok(());
+        let bad = Err(SinkError::permanent("HTTP 400"));
+        let down = Err(SinkError::transient("HTTP 503"));
+        let unset: Result<(), SinkError> = Err(SinkError::new(ErrorClass::Config, "no table"));
+        assert_eq!(verdict([&ok, &bad].into_iter()), Some(None));
+        assert_eq!(verdict([&ok, &down].into_iter()), Some(Some("HTTP 503")));
+        assert_eq!(verdict([&unset].into_iter()), None);
     }
 }

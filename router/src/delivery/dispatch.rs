@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::breaker::{Breaker, Gate};
+use super::breaker::{verdict, Breaker, Gate};
 use super::rate::RateLimiter;
 use super::results::{Results, Routed};
 use crate::config::BatchConfig;
@@ -484,7 +484,7 @@ impl Dispatcher {
                 continue;
             };
             if let Some(b) = &self.sub.breaker {
-                if let Some(failure) = breaker_verdict(&results) {
+                if let Some(failure) = verdict(results.iter().map(|(_, r)| r)) {
                     b.record(failure, now);
                 }
             }
@@ -659,24 +659,6 @@ impl Dispatcher {
             }
         }
     }
-}
-
-/// What one delivery (an event or a batch) tells the breaker: `Some(Some(error))`
-/// a failure that counts (retryable: the target failing, not the event),
-/// `Some(None)` a success, `None` nothing (the target is not set up: checked
-/// apart).
-fn breaker_verdict(results: &[(Leased, Delivered)]) -> Option<Option<&str>> {
-    let mut verdict = None;
-    for (_, result) in results {
-        match result {
-            Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Internal) => {
-                return Some(Some(e.message.as_str()));
-            }
-            Err(e) if e.class == ErrorClass::Config => {}
-            _ => verdict = Some(None),
-        }
-    }
-    verdict
 }
 
 /// The record a rule's dead-letter target gets: the original event with the reason
