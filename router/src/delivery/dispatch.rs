@@ -44,8 +44,10 @@ pub(crate) struct Subscription {
     /// Where this subscription forwards what it gives up on (the rule's
     /// `dead_letter` target), if anywhere.
     pub(crate) dead_letter: Option<Arc<Subscription>>,
-    /// Whether this is a rule's dead-letter subscription (it gets original events,
-    /// not transformed ones).
+    /// Whether this subscription delivers what the rule's others hand it: its
+    /// dead-letter subscription (original events) or a result subscription
+    /// (`<rule>.on-success`, `<rule>.on-failure`). Such events are delivered as
+    /// they are (no transform) and make no results of their own.
     pub(crate) is_dead_letter: bool,
     /// Whether the store can still write; delivery pauses while it cannot.
     pub(crate) health: Health,
