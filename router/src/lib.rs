@@ -28,6 +28,7 @@ pub mod transform;
 /// The store's parts, for its benchmarks (`router/benches/`); not an API.
 #[doc(hidden)]
 pub mod bench_support {
+    pub use crate::store::bus::BusLog;
     pub use crate::store::log::acks::Acks;
     pub use crate::store::log::window::Window;
     pub use crate::store::log::{Append, Entry, Log};

@@ -10,14 +10,16 @@
 //! key `o/` + the object key, value a 64-bit FNV-1a hash of the ETag (of size and
 //! last-modified time when the store lists no ETag; the event then gets the ETag
 //! from a HEAD of the changed object). On disk that is the key's
-//! length plus about 30 bytes of value and sled overhead per object, so a
-//! 1,000,000-object bucket of 60-byte keys costs ~90 MB of store; in memory a
-//! pass holds one page of the listing and one chunk of marks, whatever the
-//! bucket's size. Marks are written in the same commit as the events they
-//! caused, a batch of up to [`BATCH`] changed objects at a time, so a crash or
-//! `kill -9` mid-pass loses no event and repeats at most one batch, whose
-//! events have the same ids (bucket, key, ETag, event name) and are dropped by
-//! `server.dedupe_window`.
+//! length plus about 30 bytes of value and sled overhead per object once sled
+//! has compacted its log (about four times that while a first pass writes
+//! them), so a 1,000,000-object bucket of 60-byte keys costs ~90 MB of store.
+//! In memory a pass holds one page of the listing and one chunk of marks,
+//! whatever the bucket's size; sled's own memory does grow with the marks
+//! (RSS ~200 MiB at 1,000,000, see docs/s3-events.md). Marks are written in
+//! the same commit as the events they caused, a batch of up to [`BATCH`]
+//! changed objects at a time, so a crash or `kill -9` mid-pass loses no event
+//! and repeats at most one batch, whose events have the same ids (bucket, key,
+//! ETag, event name) and are dropped by `server.dedupe_window`.
 //!
 //! # Finding deletions in bounded memory
 //!

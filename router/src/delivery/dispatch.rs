@@ -76,6 +76,20 @@ impl Subscription {
         }
     }
 
+    /// Events were appended to this subscription alone (forwarded dead letters,
+    /// results): they are leased once durable, so its dispatcher is told after
+    /// the commit that makes them so.
+    pub(crate) fn announce(self: &Arc<Self>) {
+        self.update_depth();
+        let sub = self.clone();
+        tokio::spawn(async move {
+            match sub.queue.commit().await {
+                Ok(()) => sub.notify.notify_one(),
+                Err(e) => sub.health.note(&e),
+            }
+        });
+    }
+
     /// Refresh the depth gauge from the queue.
     pub(crate) fn update_depth(&self) {
         self.metrics.depth.set(self.queue.stats().depth as i64);
@@ -502,6 +516,7 @@ impl Dispatcher {
             self.failure_results(results, &mut routed);
             results.store(&self.sub.name, &mut routed, now).await;
         }
+        let given = Results::given(&routed);
         let outcomes: Vec<Settlement> = routed.into_iter().map(|r| r.settlement).collect();
         let forwards: Vec<Record> = match &self.sub.dead_letter {
             Some(_) => outcomes
@@ -525,7 +540,7 @@ impl Dispatcher {
         }
         self.sub.update_depth();
         if let Some(results) = &self.results {
-            results.notify();
+            results.notify(given);
         }
         if let (Some(dl), false) = (&self.sub.dead_letter, forwards.is_empty()) {
             for record in &forwards {
@@ -534,8 +549,7 @@ impl Dispatcher {
                     tracing::error!(subscription = %dl.name, error = %e, "Forwarding a dead letter failed.");
                 }
             }
-            dl.update_depth();
-            dl.notify.notify_one();
+            dl.announce();
         }
     }
 

@@ -92,6 +92,7 @@ fn engine_with(dir: &std::path::Path, rule: &str) -> Arc<Engine> {
         ..Default::default()
     };
     let store = Store::open_with(dir, options).unwrap();
+    store.open_rejects(&["pull"]).unwrap();
     Engine::build(&validated, store, HashMap::new(), buses).unwrap()
 }
 

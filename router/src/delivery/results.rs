@@ -244,12 +244,22 @@ impl Results {
         }
     }
 
-    /// Wake the result subscriptions that were given events (after settling).
-    pub(crate) fn notify(&self) {
-        for dest in [&self.on_success, &self.on_failure].into_iter().flatten() {
-            if let Destination::Target(sub) = dest {
-                sub.update_depth();
-                sub.notify.notify_one();
+    /// Which destinations `routed` give results to: (success, failure).
+    pub(crate) fn given(routed: &[Routed]) -> (bool, bool) {
+        let has = |success: bool| {
+            routed
+                .iter()
+                .any(|r| matches!(&r.result, Some((s, _)) if *s == success))
+        };
+        (has(true), has(false))
+    }
+
+    /// Announce to the result subscriptions that were given results (see
+    /// [`Results::given`]), after the settlement.
+    pub(crate) fn notify(&self, (success, failure): (bool, bool)) {
+        for (given, dest) in [(success, &self.on_success), (failure, &self.on_failure)] {
+            if let (true, Some(Destination::Target(sub))) = (given, dest) {
+                sub.announce();
             }
         }
     }

@@ -16,7 +16,7 @@ mod ingest;
 mod ops;
 mod system;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,6 +41,7 @@ use crate::matching::rules::Scratch;
 pub use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::source::{SourceContext, SourceStatuses};
+use crate::store::bus::BusLog;
 pub use crate::store::{DeadLetter, QueueStats, StoreError};
 use crate::store::{Position, Progress, Record, Store, StoreOptions};
 
@@ -100,7 +101,12 @@ pub(crate) struct RuleResults {
 
 /// Open one subscription of rule `index` to `target`.
 fn subscription(
-    (store, metrics, targets): (&Store, &Metrics, &HashMap<String, TargetDelivery>),
+    (store, bus, metrics, targets): (
+        &Store,
+        &Arc<BusLog>,
+        &Metrics,
+        &HashMap<String, TargetDelivery>,
+    ),
     (index, rule): (usize, &RuleConfig),
     target: &str,
     name: String,
@@ -110,7 +116,7 @@ fn subscription(
         Role::Matches { forward } => (forward, false),
         Role::Forwarded => (None, true),
     };
-    let queue = store.queue(&name)?;
+    let queue = store.queue(bus, &name)?;
     let paused = queue.paused()?;
     if paused {
         tracing::warn!(subscription = %name, "Delivery is paused (POST /api/subscriptions/{name}/resume resumes it).");
@@ -146,9 +152,10 @@ fn bus_key(bus: &str) -> u128 {
 }
 
 /// Keep the keys of events a crash left without theirs: the group commit makes
-/// events durable before their keys, so the newest events of each queue (those
-/// enqueued up to a commit's timeout before the newest durable key) may lack
-/// theirs. Restored, a replay of one is still dropped.
+/// events durable before their keys, so the newest events of each bus (those
+/// appended up to a commit's timeout before the newest durable key) may lack
+/// theirs. Restored, a replay of one is still dropped. (The bus logs keep each
+/// event's key, mixed with its bus, in its record.)
 fn restore_replay_keys(
     store: &Store,
     subscriptions: &[Arc<Subscription>],
@@ -158,14 +165,15 @@ fn restore_replay_keys(
         return Ok(());
     };
     let mut restored = 0;
+    let mut done: Vec<*const BusLog> = Vec::new();
     for sub in subscriptions {
-        let mix = bus_key(&sub.bus);
-        for record in sub.queue.ready_since(since)? {
-            let Ok(event) = serde_json::from_str::<Event>(record.event.get()) else {
-                continue;
-            };
-            let key = u128::from_be_bytes(event_key(&event).into_bytes()) ^ mix;
-            restored += seen.restore(key, record.enqueued_ms)?;
+        let bus = sub.queue.bus();
+        if done.contains(&Arc::as_ptr(bus)) {
+            continue;
+        }
+        done.push(Arc::as_ptr(bus));
+        for (key, at_ms) in bus.recent_keys(since)? {
+            restored += seen.restore(key, at_ms)?;
         }
     }
     if restored > 0 {
@@ -249,11 +257,18 @@ impl Engine {
             dedupe_max_keys: validated.config.server.dedupe_max_keys,
             ..StoreOptions::default()
         };
-        let store =
-            Store::open_with(Path::new(dir), options).map_err(|error| EngineError::Store {
-                dir: dir.clone(),
-                error,
-            })?;
+        let store_error = |error| EngineError::Store {
+            dir: dir.clone(),
+            error,
+        };
+        let store = Store::open_with(Path::new(dir), options).map_err(store_error)?;
+        let sources: Vec<&str> = validated
+            .config
+            .sources
+            .iter()
+            .map(|s| s.spec().name())
+            .collect();
+        store.open_rejects(&sources).map_err(store_error)?;
         let targets = validated
             .config
             .targets
@@ -292,11 +307,34 @@ impl Engine {
         let config = &validated.config;
         let metrics = Metrics::new();
         metrics.register_store(&store);
+        // Each bus's log, opened once with the names of the subscriptions on it.
+        let mut names: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for rule in &config.rules {
+            let on_bus = names.entry(rule.bus.as_str()).or_default();
+            if rule.dead_letter.is_some() {
+                on_bus.push(format!("{}.dead-letter", rule.name));
+            }
+            // Result subscriptions of `{target: NAME}` destinations.
+            for (dest, suffix) in [
+                (&rule.on_success, "on-success"),
+                (&rule.on_failure, "on-failure"),
+            ] {
+                if dest.as_ref().is_some_and(|d| d.target.is_some()) {
+                    on_bus.push(format!("{}.{suffix}", rule.name));
+                }
+            }
+            on_bus.extend(rule.targets.iter().map(|t| format!("{}.{t}", rule.name)));
+        }
+        let mut logs = HashMap::new();
+        for (bus, subs) in &names {
+            let subs: Vec<&str> = subs.iter().map(String::as_str).collect();
+            logs.insert(*bus, store.open_bus(bus, &subs)?);
+        }
         let mut rule_subs = Vec::with_capacity(config.rules.len());
         let mut subscriptions = Vec::new();
         let mut results = Vec::with_capacity(config.rules.len());
-        let open = (&store, &metrics, &targets);
         for (index, rule) in config.rules.iter().enumerate() {
+            let open = (&store, &logs[rule.bus.as_str()], &metrics, &targets);
             let mut subs = Vec::new();
             let dead_letter = match &rule.dead_letter {
                 Some(target) => {
@@ -438,29 +476,41 @@ impl Engine {
         published
     }
 
-    /// Append to each subscription in `per_sub` its events of `records` that
-    /// are not `duplicate`; returns how many (event, subscription) pairs.
+    /// Append each event of `records` that is not `duplicate` once, naming the
+    /// subscriptions of `per_sub` that take it, with its key (`keys[i]`, zero
+    /// when replays are recognised otherwise); returns how many (event,
+    /// subscription) pairs.
     fn append(
         &self,
         per_sub: &[(&Arc<Subscription>, Vec<usize>)],
         records: &[(Record, [u8; 16], Option<u64>)],
+        keys: &[[u8; 16]],
         duplicate: &[bool],
         now: u64,
     ) -> Result<usize, StoreError> {
+        let Some((first, _)) = per_sub.first() else {
+            return Ok(0);
+        };
+        let mut takers: Vec<Vec<u16>> = vec![Vec::new(); records.len()];
         let mut written = 0;
         for (sub, list) in per_sub {
-            let batch: Vec<(&Record, Option<u64>)> = list
-                .iter()
-                .filter(|&&i| !duplicate[i])
-                .map(|&i| (&records[i].0, records[i].2))
-                .collect();
-            if batch.is_empty() {
-                continue;
+            let mut taken = 0;
+            for &i in list.iter().filter(|&&i| !duplicate[i]) {
+                takers[i].push(sub.queue.id());
+                taken += 1;
             }
-            sub.queue.append_all(&batch, now)?;
-            written += batch.len();
-            sub.metrics.matched.inc_by(batch.len() as u64);
+            written += taken;
+            sub.metrics.matched.inc_by(taken as u64);
         }
+        let events: Vec<_> = records
+            .iter()
+            .zip(keys)
+            .zip(&takers)
+            .filter(|(_, subs)| !subs.is_empty())
+            .map(|(((record, _, due), key), subs)| (record, *key, *due, subs.as_slice()))
+            .collect();
+        // Every subscription of a publish is on its bus: they share one log.
+        self.store.publish(first.queue.bus(), &events, now)?;
         Ok(written)
     }
 
@@ -569,8 +619,13 @@ impl Engine {
         } else {
             Vec::new()
         };
+        let logged: Vec<[u8; 16]> = if window_ms > 0 {
+            keys.iter().map(|k| k.to_be_bytes()).collect()
+        } else {
+            vec![[0; 16]; keys.len()]
+        };
         let written = self
-            .append(&per_sub, &records, &duplicate, now)
+            .append(&per_sub, &records, &logged, &duplicate, now)
             .and_then(|written| seen.note(&new_keys, now).map(|()| written));
         let written = match written {
             Ok(written) => written,
@@ -600,7 +655,7 @@ impl Engine {
             ..
         } = replays
         {
-            // After the records they cover: sled recovers writes in order.
+            // Made durable after the records they cover (see `store`).
             for (key, position) in positions {
                 progress.put(
                     key,

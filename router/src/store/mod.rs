@@ -1,23 +1,30 @@
-//! The durable store: one sled database holding one queue per subscription.
+//! The durable store: one event log per bus holding every subscription's queue
+//! (see [`bus`]), the de-duplication keys (see [`replays`]), and, in a sled
+//! database until they move too, the sources' positions and marks (see
+//! [`progress`]).
 //!
-//! Writes are group-committed: [`Store::commit`] waits for a flush that began after
-//! it was called, and one flush (one fsync) covers every write made before it by
-//! any number of concurrent callers. Nothing is acknowledged upstream before it.
+//! Writes are group-committed: [`Store::commit`] waits for a round that began
+//! after it was called, and one round (one fsync per file written) covers every
+//! write made before it by any number of concurrent callers. Nothing is
+//! acknowledged upstream before it. A round writes the bus logs first, then the
+//! positions, then the de-duplication keys: a position or a key is never
+//! durable without the events it stands for.
 
-mod chunk;
+pub mod bus;
 pub mod log;
-mod plan;
 mod progress;
 mod queue;
 mod record;
 pub(crate) mod replays;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, RwLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use bus::BusLog;
 pub use progress::{Position, Progress};
 pub use queue::{Leased, Queue, QueueStats, Settlement};
 pub use record::{DeadLetter, Record};
@@ -53,14 +60,23 @@ impl StoreError {
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
-/// sled's log segment size. Queues insert and delete constantly, which frees the
-/// segments at the end of the file; sled 0.34.7 then truncates the file from its
-/// I/O thread pool, and under a heavy write load that pool can starve the
-/// truncation while a writer waits for it (sled issue 1412). Larger segments make
-/// truncations (and that wait) 16x rarer than the 512 KiB default; sled keeps
-/// I/O buffers of this size, so it also sets part of the idle memory. Fixed when a
-/// store is created.
+/// sled's log segment size (it holds only source positions and marks now).
+/// Fixed when a store is created.
 const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
+
+/// Segment size of the bus logs.
+const BUS_SEGMENT_BYTES: u64 = 32 << 20;
+
+/// The folder of the bus logs, in the data directory.
+const BUSES_DIR: &str = "buses";
+
+/// The bus log holding sources' dead letters (records they refused), one
+/// subscription per source.
+const REJECTS_BUS: &str = ".rejects";
+
+/// How often the commit thread writes what was appended without anyone
+/// waiting for it (settlements, forwarded dead letters), like a timed flush.
+const IDLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// sled's page cache; the default 1 GiB would let a drained backlog keep that much.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -121,7 +137,11 @@ impl Health {
 /// The durable store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// Source positions and marks.
     db: sled::Db,
+    dir: PathBuf,
+    /// The bus logs opened so far, by bus (the commit thread writes each).
+    buses: Buses,
     /// Keys of the events accepted within `server.dedupe_window`.
     replays: Arc<replays::Replays>,
     commit_wait: Option<std::time::Duration>,
@@ -133,6 +153,8 @@ pub struct Store {
     flushing_since: Arc<AtomicU64>,
     _flusher: Arc<FlusherGuard>,
 }
+
+type Buses = Arc<RwLock<HashMap<String, Arc<BusLog>>>>;
 
 struct FlusherGuard(Option<std::thread::JoinHandle<()>>);
 
@@ -181,8 +203,9 @@ impl Store {
 
     /// Open (or create) the store in `dir`.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
         let db = sled::Config::new()
-            .path(dir.as_ref())
+            .path(&dir)
             .mode(sled::Mode::HighThroughput)
             .segment_size(SEGMENT_SIZE)
             .cache_capacity(CACHE_BYTES)
@@ -193,39 +216,41 @@ impl Store {
                     if io.kind() == std::io::ErrorKind::WouldBlock
                         || io.to_string().contains("could not acquire lock") =>
                 {
-                    StoreError::new("open", in_use(dir.as_ref()))
+                    StoreError::new("open", in_use(&dir))
                 }
                 e => StoreError::new("open", e),
             })?;
         // Who holds the store, for the next process that finds it locked.
-        let _ = std::fs::write(dir.as_ref().join(PID_FILE), std::process::id().to_string());
-        // Opened once sled holds the directory's lock, so no two processes share it.
+        let _ = std::fs::write(dir.join(PID_FILE), std::process::id().to_string());
+        // What follows is opened once sled holds the directory's lock, so no two
+        // processes share it.
+        refuse_old_queues(&db, &dir)?;
         let replays = Arc::new(replays::Replays::open(
-            &dir.as_ref().join(REPLAYS_DIR),
+            &dir.join(REPLAYS_DIR),
             options.dedupe_window_ms,
             options.dedupe_max_keys,
         )?);
-        let flusher_replays = replays.clone();
-        let (tx, rx) = mpsc::channel::<Waiter>(65_536);
-        let flusher_db = db.clone();
+        let buses: Buses = Arc::default();
+        let (tx, rx) = mpsc::channel::<Waiter>();
         let flushes = Arc::new(AtomicU64::new(0));
         let flushing_since = Arc::new(AtomicU64::new(0));
-        let (counter, since) = (flushes.clone(), flushing_since.clone());
         let health = Health::default();
-        let flusher_health = health.clone();
+        let round = Round {
+            db: db.clone(),
+            buses: buses.clone(),
+            replays: replays.clone(),
+            flushes: flushes.clone(),
+            since: flushing_since.clone(),
+            health: health.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("sluice-commit".into())
-            .spawn(move || {
-                let done = Done {
-                    flushes: &counter,
-                    since: &since,
-                    health: &flusher_health,
-                };
-                flusher(&flusher_db, &flusher_replays, rx, &done);
-            })
+            .spawn(move || round.run(&rx))
             .map_err(|e| StoreError::new("open", e))?;
         Ok(Self {
             db,
+            dir,
+            buses,
             replays,
             commit_wait: options.commit_wait,
             health,
@@ -236,15 +261,66 @@ impl Store {
         })
     }
 
-    /// The queue of subscription `name`, created on first use.
-    pub fn queue(&self, name: &str) -> Result<Queue, StoreError> {
-        Queue::open(&self.db, name, self.committer())
+    fn committer(&self) -> Committer {
+        Committer {
+            commits: self.commits.clone(),
+            wait: self.commit_wait,
+        }
     }
 
-    /// The dead-letter list of source `name`: records it refused as malformed
-    /// (only its dead-letter part is used).
+    /// Open the log of `bus` for subscriptions `names` (once per bus; a
+    /// subscription new to the log starts at its end).
+    pub fn open_bus(&self, bus: &str, names: &[&str]) -> Result<Arc<BusLog>, StoreError> {
+        let path = self.dir.join(BUSES_DIR).join(dir_name(bus));
+        let log = Arc::new(BusLog::open(&path, names, BUS_SEGMENT_BYTES)?);
+        let mut buses = self.buses.write().unwrap_or_else(|p| p.into_inner());
+        if buses.contains_key(bus) {
+            return Err(StoreError::new(
+                "open bus",
+                format!("bus {bus} is open already"),
+            ));
+        }
+        buses.insert(bus.to_owned(), log.clone());
+        Ok(log)
+    }
+
+    /// The queue of subscription `name` in `bus` (opened with it).
+    pub fn queue(&self, bus: &Arc<BusLog>, name: &str) -> Result<Queue, StoreError> {
+        Ok(Queue {
+            bus: bus.clone(),
+            id: bus.id(name)?,
+            commits: self.committer(),
+        })
+    }
+
+    /// Open the dead-letter lists of sources `names`: the records each refused
+    /// as malformed.
+    pub fn open_rejects(&self, names: &[&str]) -> Result<(), StoreError> {
+        self.open_bus(REJECTS_BUS, names).map(|_| ())
+    }
+
+    /// The dead-letter list of source `name` (only its dead-letter part is used).
     pub fn source_rejects(&self, name: &str) -> Result<Queue, StoreError> {
-        Queue::open_tree(&self.db, &format!("rejects/{name}"), self.committer())
+        let bus = self
+            .buses
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(REJECTS_BUS)
+            .cloned()
+            .ok_or_else(|| StoreError::new("source dead letters", "not opened"))?;
+        self.queue(&bus, name)
+    }
+
+    /// Publish `events` (record, de-duplication key, due ms, the ids of the
+    /// subscriptions that take it) to `bus`: each written once. Not durable
+    /// until [`Store::commit`] returns.
+    pub(crate) fn publish(
+        &self,
+        bus: &BusLog,
+        events: &[bus::BusEvent<'_>],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        bus.publish(events, now_ms)
     }
 
     /// The positions source `name` already queued (see [`Progress`]).
@@ -257,8 +333,11 @@ impl Store {
         self.committer().commit().await
     }
 
-    /// Flush synchronously (shutdown).
+    /// Write everything synchronously (shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
+        for bus in self.bus_logs() {
+            bus.sync()?;
+        }
         self.db
             .flush()
             .map(|_| ())
@@ -266,11 +345,9 @@ impl Store {
         self.replays.sync()
     }
 
-    fn committer(&self) -> Committer {
-        Committer {
-            commits: self.commits.clone(),
-            wait: self.commit_wait,
-        }
+    fn bus_logs(&self) -> Vec<Arc<BusLog>> {
+        let buses = self.buses.read().unwrap_or_else(|p| p.into_inner());
+        buses.values().cloned().collect()
     }
 
     /// The keys of recently accepted events (see [`replays`]).
@@ -283,7 +360,7 @@ impl Store {
         &self.health
     }
 
-    /// How many group commits (each one fsync) ran since open.
+    /// How many group commits (each one fsync per file written) ran since open.
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
     }
@@ -299,20 +376,65 @@ impl Store {
             )),
         }
     }
+}
 
-    /// Names of the queues present on disk.
-    pub fn queue_names(&self) -> Vec<String> {
-        self.db
-            .tree_names()
-            .into_iter()
-            .filter_map(|n| {
-                std::str::from_utf8(&n)
-                    .ok()
-                    .and_then(|n| n.strip_prefix(queue::TREE_PREFIX))
-                    .map(str::to_owned)
-            })
-            .collect()
+/// A bus's folder name: the name itself when it is plain, else its bytes in
+/// hex (so no bus name can reach outside the buses folder).
+fn dir_name(bus: &str) -> String {
+    let plain = !bus.is_empty()
+        && bus != "."
+        && bus != ".."
+        && bus
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if plain {
+        bus.to_owned()
+    } else {
+        let hex: String = bus.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("x-{hex}")
     }
+}
+
+/// Refuse a data directory whose queues an earlier sluice kept in sled (trees
+/// `sub/<name>` and `rejects/<name>`): this version would not see those events.
+/// Empty ones are dropped.
+fn refuse_old_queues(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    let err = |e| StoreError::new("open", e);
+    let mut held = Vec::new();
+    for name in db.tree_names() {
+        let Ok(text) = std::str::from_utf8(&name) else {
+            continue;
+        };
+        let Some(queue) = text
+            .strip_prefix("sub/")
+            .or_else(|| text.strip_prefix("rejects/"))
+        else {
+            continue;
+        };
+        let tree = db.open_tree(&name).map_err(err)?;
+        // Only what a queue holds counts (ready `r`, due `d`, dead `x`); old
+        // counters, flags and de-duplication keys do not.
+        let holds = [b'r', b'd', b'x']
+            .iter()
+            .any(|p| tree.scan_prefix([*p]).next().is_some());
+        if holds {
+            held.push(queue.to_owned());
+        } else {
+            drop(tree);
+            db.drop_tree(&name).map_err(err)?;
+        }
+    }
+    if held.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::new(
+        "open",
+        format!(
+            "{} holds queued events or dead letters of {} in the format of sluice before 0.2, which this version cannot read: start the previous sluice on it, let it deliver (stop its sources; redrive or export dead letters), then start this one; or move the directory away",
+            dir.display(),
+            held.join(", ")
+        ),
+    ))
 }
 
 /// How long a writer waits for its group commit before giving up on it.
@@ -336,7 +458,7 @@ impl Committer {
         let (tx, rx) = oneshot::channel();
         let closed = || StoreError::new("commit", "the store is closed");
         let committed = async {
-            self.commits.send(tx).await.map_err(|_| closed())?;
+            self.commits.send(tx).map_err(|_| closed())?;
             rx.await.map_err(|_| closed())?
         };
         let Some(wait) = self.wait else {
@@ -356,53 +478,74 @@ impl Committer {
     }
 }
 
-/// What the group-commit loop reports on.
-struct Done<'a> {
+/// The group-commit loop's parts, on its own thread so an fsync never blocks
+/// the runtime.
+struct Round {
+    db: sled::Db,
+    buses: Buses,
+    replays: Arc<replays::Replays>,
     /// Rounds done.
-    flushes: &'a AtomicU64,
+    flushes: Arc<AtomicU64>,
     /// When the round in progress began (ms), 0 between rounds.
-    since: &'a AtomicU64,
-    health: &'a Health,
+    since: Arc<AtomicU64>,
+    health: Health,
 }
 
-/// The group-commit loop, on its own thread so an fsync never blocks the runtime.
-/// It takes every waiter queued so far, flushes once, and answers them all. The
-/// events go to disk first, then the de-duplication keys written for them (see
-/// [`replays`] for why that order).
-fn flusher(
-    db: &sled::Db,
-    replays: &replays::Replays,
-    mut rx: mpsc::Receiver<Waiter>,
-    done: &Done<'_>,
-) {
-    let Done {
-        flushes,
-        since,
-        health,
-    } = done;
-    let mut waiters = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        waiters.push(first);
-        while let Ok(w) = rx.try_recv() {
-            waiters.push(w);
-        }
-        since.store(crate::now_ms().max(1), Ordering::Relaxed);
-        let result = db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| StoreError::new("flush", e))
-            .and_then(|()| replays.sync());
-        since.store(0, Ordering::Relaxed);
-        flushes.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = &result {
-            health.note(e);
-            if !e.io {
-                tracing::error!(error = %e, "Store flush failed.");
+impl Round {
+    /// Take every waiter queued so far, write once, answer them all; with no
+    /// waiter for [`IDLE_SYNC`], write what was appended anyway.
+    fn run(&self, rx: &mpsc::Receiver<Waiter>) {
+        let mut waiters = Vec::new();
+        loop {
+            match rx.recv_timeout(IDLE_SYNC) {
+                Ok(first) => waiters.push(first),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // The last handle is gone: write what it left, then end.
+                    if let Err(e) = self.write(true) {
+                        self.health.note(&e);
+                    }
+                    return;
+                }
+            }
+            while let Ok(w) = rx.try_recv() {
+                waiters.push(w);
+            }
+            if waiters.is_empty() && self.health.failure().is_some() {
+                continue;
+            }
+            self.since.store(crate::now_ms().max(1), Ordering::Relaxed);
+            let result = self.write(!waiters.is_empty());
+            self.since.store(0, Ordering::Relaxed);
+            if !waiters.is_empty() {
+                self.flushes.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Err(e) = &result {
+                self.health.note(e);
+                if !e.io {
+                    tracing::error!(error = %e, "Store flush failed.");
+                }
+            }
+            for w in waiters.drain(..) {
+                let _ = w.send(result.clone());
             }
         }
-        for w in waiters.drain(..) {
-            let _ = w.send(result.clone());
+    }
+
+    /// The bus logs, then (when someone waits: positions are always followed
+    /// by a commit) the positions, then the de-duplication keys.
+    fn write(&self, positions: bool) -> Result<(), StoreError> {
+        let buses: Vec<Arc<BusLog>> = {
+            let buses = self.buses.read().unwrap_or_else(|p| p.into_inner());
+            buses.values().cloned().collect()
+        };
+        for bus in buses {
+            bus.sync()?;
         }
+        if positions {
+            self.db.flush().map_err(|e| StoreError::new("flush", e))?;
+        }
+        self.replays.sync()
     }
 }
 

@@ -5,9 +5,9 @@
 //! committed yet. Most of them were queued before the crash. Remembering each
 //! event's key (see [`super::replays`]) costs memory and a log write per event;
 //! remembering "everything up to offset N of partition P is queued" costs one
-//! insert per partition and publish. A position is
-//! written after the records it covers and before the same commit, and sled
-//! recovers writes in order, so a durable position never covers a lost record.
+//! insert per partition and publish. A position is written with the records it
+//! covers, and the group commit makes the bus logs durable before the positions,
+//! so a durable position never covers a lost record.
 //!
 //! Tree `progress/<source>`: an opaque position key (the source chooses it) ->
 //! position (i64 BE) + when it was written (ms, u64 BE). Positions, like event

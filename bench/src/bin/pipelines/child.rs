@@ -144,6 +144,25 @@ impl Sluice {
         Ok(crate::procfs::cpu(self.pid)?.as_secs_f64())
     }
 
+    /// Bytes of the files under sluice's data dir: its store on disk.
+    #[allow(dead_code)] // read by s3_events only; pipelines includes this file too
+    pub fn data_bytes(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.dir.join("data"))
+    }
+
     fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
         crate::procfs::status_kib(self.pid, field)
     }

@@ -321,6 +321,11 @@ impl Log {
             .sum()
     }
 
+    /// The first seq of each segment file, oldest first.
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.segments().keys().copied().collect()
+    }
+
     /// How many segment files there are.
     pub fn segment_count(&self) -> usize {
         self.segments().len()
