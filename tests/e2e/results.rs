@@ -309,3 +309,45 @@ rules:
     let first: Value = got[1].json();
     assert_eq!(first["request"]["id"], "loop-1");
 }
+
+#[tokio::test]
+async fn a_result_waiting_for_its_target_survives_kill_9() {
+    let f = Receiver::start().await;
+    f.script(&[400], 200);
+    let alerts = Receiver::start().await;
+    alerts.script(&[], 503);
+    let body = format!(
+        "targets:
+  - name: fn
+    type: http
+    url: {}
+  - name: alerts
+    type: http
+    url: {}
+rules:
+  - name: settle
+    targets: [fn]
+    retry: {{ max_attempts: 50, backoff: {{ initial: 50ms, max: 100ms }} }}
+    on_failure: {{ target: alerts }}
+",
+        f.url(),
+        alerts.url()
+    );
+    let mut sluice = Sluice::start(&body).await;
+    let order = event("k-1", "order.created", json!({}));
+    assert_eq!(sluice.post_structured(&order).await.status(), 202);
+    // The failure result was leased (so it was durable) and refused once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while alerts.attempts() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no result sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sluice.kill9();
+    alerts.script(&[], 200);
+    sluice.spawn().await;
+    let got = alerts.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(got[0].header("ce-type"), Some("sluice.invocation.failed"));
+    assert_eq!(got[0].header("ce-causationid"), Some("k-1"));
+    assert_eq!(got[0].json()["response"]["status"], 400);
+    assert_eq!(f.attempts(), 1, "a 4xx is not retried, and not redelivered");
+}
