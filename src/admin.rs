@@ -60,6 +60,7 @@ fn describe(sub: &SubscriptionInfo) -> Value {
         "stats": sub.stats,
         "not_ready": sub.not_ready,
         "paused": sub.paused,
+        "breaker": sub.breaker,
     })
 }
 

@@ -51,6 +51,9 @@ fn rules(n: usize) -> Vec<RuleConfig> {
                 transform: None,
                 retry: Default::default(),
                 dead_letter: None,
+                on_success: None,
+                on_failure: None,
+                allow_cycles: false,
             }
         })
         .collect()

@@ -43,6 +43,24 @@ impl SinkError {
     }
 }
 
+/// What the far side answered to one delivered event, for rules with an
+/// `on_success` destination: only targets that answer (HTTP functions) give one.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// The response's status code.
+    pub status: u16,
+    /// The response's `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The response body, its first `max_body` bytes at most.
+    pub body: Vec<u8>,
+    /// Whether the body was longer than what `body` keeps.
+    pub truncated: bool,
+    /// The response as a CloudEvent, when it was one (binary mode `ce-*`
+    /// headers, or structured mode): the sink knows its protocol's binding, so
+    /// it parses the answer; `None` when the response is not a valid CloudEvent.
+    pub event: Option<Event>,
+}
+
 /// A delivery target.
 ///
 /// The dispatcher hands a sink batches of events, up to the target's concurrency
@@ -55,6 +73,20 @@ impl SinkError {
 pub trait Sink: Send + Sync + 'static {
     /// Write `events`; `Ok` in a slot means the far side confirmed that event.
     async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>>;
+
+    /// As [`Sink::deliver`], keeping what the far side answered to each event
+    /// (its body up to `max_body` bytes) for result destinations. A default
+    /// method, so that targets with no answer (storage, brokers) stay as they
+    /// are and answer `None`: only the HTTP function target overrides it.
+    async fn deliver_answered(
+        &self,
+        events: &[Event],
+        max_body: usize,
+    ) -> Vec<Result<Option<Answer>, SinkError>> {
+        let _ = max_body;
+        let results = self.deliver(events).await;
+        results.into_iter().map(|r| r.map(|()| None)).collect()
+    }
 
     /// Whether the far side is set up to take events (a table exists and its
     /// columns fit, say). The error's message is the reason: the dispatcher holds

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `sluice` binary against real sockets on loopback.
 
 mod backpressure;
+mod breaker;
 mod config;
 mod dedupe;
 mod delay;
@@ -17,6 +18,7 @@ mod kafka_sources;
 mod ops;
 mod postgres;
 mod rabbitmq;
+mod results;
 mod rules;
 mod s3;
 mod s3_events;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_router::config::{
-    defaults, validate_batch_size, BatchConfig, BindingMode, DurationString, SourceSpec,
-    TargetSpec, Validator,
+    defaults, validate_batch_size, validate_breaker, BatchConfig, BindingMode, BreakerConfig,
+    DurationString, SourceSpec, TargetSpec, Validator,
 };
 use sluice_router::source::SourceContext;
 
@@ -65,6 +65,11 @@ pub struct HttpTargetConfig {
     /// fast as `concurrency` allows.
     #[serde(default)]
     pub rate_limit: Option<f64>,
+    /// A circuit breaker: `{failures: 5, cooldown: 30s}` stops each
+    /// subscription of this target for `cooldown` after `failures` failed
+    /// deliveries in a row, then probes with one delivery. Off by default.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
 }
 
 impl SourceSpec for HttpSourceConfig {
@@ -94,6 +99,9 @@ impl TargetSpec for HttpTargetConfig {
     }
     fn rate_limit(&self) -> Option<f64> {
         self.rate_limit
+    }
+    fn breaker(&self) -> Option<BreakerConfig> {
+        self.breaker.clone()
     }
     fn validate(&self, at: &str, v: &mut Validator<'_>) {
         validate_target(v, at, self);
@@ -127,6 +135,9 @@ fn validate_target(c: &mut Validator<'_>, at: &str, t: &HttpTargetConfig) {
     }
     if let Some(batch) = &t.batch {
         validate_batch_size(c, at, batch);
+    }
+    if let Some(breaker) = &t.breaker {
+        validate_breaker(c, at, breaker);
     }
     if let Some(rate) = t.rate_limit {
         if !(rate.is_finite() && rate > 0.0) {

@@ -10,7 +10,7 @@ use sluice_router::config::BindingMode;
 use super::config::HttpTargetConfig;
 use sluice_router::error::ErrorClass;
 use sluice_router::event::Event;
-use sluice_router::sink::{Sink, SinkError};
+use sluice_router::sink::{Answer, Sink, SinkError};
 
 use super::binding;
 use std::sync::Arc;
@@ -61,45 +61,95 @@ impl Sink for HttpSink {
     /// target's concurrency in parallel), or with `batch` one request for all of
     /// them, whose outcome is each event's.
     async fn deliver(&self, events: &[Event]) -> Vec<Result<(), SinkError>> {
+        let results = self.deliver_answered(events, 0).await;
+        results.into_iter().map(|r| r.map(|_| ())).collect()
+    }
+
+    /// As `deliver`, with each function's answer (a batch's one response
+    /// answers no single event: batches answer `None`).
+    async fn deliver_answered(
+        &self,
+        events: &[Event],
+        max_body: usize,
+    ) -> Vec<Result<Option<Answer>, SinkError>> {
         if self.batches {
             let result = match serde_json::to_vec(events) {
-                Ok(body) => self.send(binding::BATCH, Vec::new(), body).await,
+                Ok(body) => self.send(binding::BATCH, Vec::new(), body, 0).await,
                 Err(e) => Err(SinkError::permanent(e.to_string())),
             };
-            return vec![result; events.len()];
+            return vec![result.map(|_| None); events.len()];
         }
         let mut results = Vec::with_capacity(events.len());
         for event in events {
-            results.push(self.call(event).await);
+            let reply = self.call(event, max_body).await;
+            results.push(reply.map(|r| (max_body > 0).then(|| answer(r))));
         }
         results
     }
 }
 
+/// A 2xx response, its body read up to the bound asked for.
+struct Reply {
+    status: u16,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+    truncated: bool,
+}
+
+/// What a function answered, as result destinations see it: a response that
+/// is a valid CloudEvent (structured, or binary `ce-*` headers) is that event;
+/// one that is not (or claims to be but is broken, or was cut at the bound) is
+/// only status, content type and body.
+fn answer(reply: Reply) -> Answer {
+    let content_type = reply
+        .headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let event = match binding::mode(&reply.headers) {
+        _ if reply.truncated => None,
+        Ok(binding::Mode::Structured) => binding::from_structured(&reply.body).ok(),
+        Ok(binding::Mode::Binary) => binding::from_binary(&reply.headers, &reply.body).ok(),
+        _ => None,
+    };
+    Answer {
+        status: reply.status,
+        content_type,
+        body: reply.body,
+        truncated: reply.truncated,
+        event,
+    }
+}
+
 impl HttpSink {
-    /// Call the endpoint with one event.
-    async fn call(&self, event: &Event) -> Result<(), SinkError> {
+    /// Call the endpoint with one event, keeping up to `max_body` bytes of a
+    /// successful answer.
+    async fn call(&self, event: &Event, max_body: usize) -> Result<Reply, SinkError> {
         match self.mode {
             BindingMode::Binary => {
                 let (headers, body) = binding::to_binary(event);
-                self.send("", headers, body).await
+                self.send("", headers, body, max_body).await
             }
             BindingMode::Structured => {
                 let body =
                     serde_json::to_vec(event).map_err(|e| SinkError::permanent(e.to_string()))?;
-                self.send(binding::STRUCTURED, Vec::new(), body).await
+                self.send(binding::STRUCTURED, Vec::new(), body, max_body)
+                    .await
             }
         }
     }
 
     /// POST `body` with `content_type` (none: `headers` carry it) and `headers`,
-    /// then the target's own headers; a failure says whether to retry.
+    /// then the target's own headers; a failure says whether to retry. A 2xx
+    /// answer's body is kept up to `max_body` bytes, a failure's up to
+    /// [`EXCERPT_BYTES`].
     async fn send(
         &self,
         content_type: &str,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Vec<u8>,
-    ) -> Result<(), SinkError> {
+        max_body: usize,
+    ) -> Result<Reply, SinkError> {
         let mut request = self.client.post(self.url.clone());
         if !content_type.is_empty() {
             request = request.header(reqwest::header::CONTENT_TYPE, content_type);
@@ -121,16 +171,26 @@ impl HttpSink {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let keep = if status.is_success() {
+            max_body
+        } else {
+            EXCERPT_BYTES
+        };
         // Read the body (bounded) so the connection goes back to the pool.
-        let mut excerpt = Vec::new();
+        let mut kept = Vec::new();
+        let mut truncated = false;
         while let Ok(Some(chunk)) = response.chunk().await {
-            if excerpt.len() < EXCERPT_BYTES {
-                let take = (EXCERPT_BYTES - excerpt.len()).min(chunk.len());
-                excerpt.extend_from_slice(&chunk[..take]);
-            }
+            let take = keep.saturating_sub(kept.len()).min(chunk.len());
+            kept.extend_from_slice(&chunk[..take]);
+            truncated |= take < chunk.len();
         }
         if status.is_success() {
-            return Ok(());
+            return Ok(Reply {
+                status: status.as_u16(),
+                headers: response.headers().clone(),
+                body: kept,
+                truncated,
+            });
         }
         let code = status.as_u16();
         let retryable = code == 408
@@ -146,7 +206,7 @@ impl HttpSink {
             format!("HTTP {status}"),
         );
         error.status = Some(code);
-        error.body_excerpt = Some(String::from_utf8_lossy(&excerpt).into_owned());
+        error.body_excerpt = Some(String::from_utf8_lossy(&kept).into_owned());
         error.retry_after = retry_after;
         Err(error)
     }

@@ -13,7 +13,7 @@ use std::fmt::Debug;
 
 use schemars::JsonSchema;
 
-use super::{BatchConfig, Validator};
+use super::{BatchConfig, BreakerConfig, Validator};
 
 /// A source's settings, as sluice sees them whatever the connector.
 pub trait SourceSpec {
@@ -45,6 +45,10 @@ pub trait TargetSpec {
     /// Events a second at most, shared by every subscription of the target;
     /// `None`: as fast as `concurrency` allows.
     fn rate_limit(&self) -> Option<f64> {
+        None
+    }
+    /// The target's circuit breaker, if it has one (off by default).
+    fn breaker(&self) -> Option<BreakerConfig> {
         None
     }
     /// Report what serde cannot check under `at` (`targets[1]`). Pure: no I/O.

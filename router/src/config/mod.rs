@@ -10,6 +10,7 @@
 mod compiled;
 mod entry;
 mod parse;
+mod results;
 mod shared;
 mod types;
 mod yaml;
@@ -428,6 +429,7 @@ fn validate_into<S: SourceEntry, T: TargetEntry>(
             );
         }
     }
+    results::validate(c, &config.rules, &targets, server.max_hops);
     compiled
 }
 

@@ -102,6 +102,34 @@ pub enum Malformed {
     Reject,
 }
 
+/// A circuit breaker on a target (see docs/configuration.md): after `failures`
+/// failed deliveries in a row, each subscription of the target stops
+/// delivering for `cooldown`, then sends one probe delivery; its success
+/// closes the breaker, its failure opens it again. Key names are part of the
+/// config contract; the state is in memory only (a restart starts closed).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Failed deliveries in a row that open the breaker: a timeout, a refused
+    /// connection, 408, 429 or 5xx (what is retried). An event refused for
+    /// itself (another 4xx) is no sign of a failing target and does not count.
+    pub failures: u32,
+    /// How long an open breaker holds deliveries before its probe.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub cooldown: Duration,
+}
+
+/// At least one failure and a cooldown above zero.
+pub fn validate_breaker(c: &mut Validator<'_>, at: &str, breaker: &BreakerConfig) {
+    if breaker.failures == 0 {
+        c.push(format!("{at}.breaker.failures"), "must be at least 1");
+    }
+    if breaker.cooldown.is_zero() {
+        c.push(format!("{at}.breaker.cooldown"), "must be greater than 0");
+    }
+}
+
 /// `concurrency` between 1 and 256 and a batch of at least one event and byte.
 pub fn validate_batch(c: &mut Validator<'_>, at: &str, batch: &BatchConfig, concurrency: usize) {
     if concurrency == 0 || concurrency > 256 {

@@ -121,6 +121,12 @@ pub struct ServerConfig {
     /// that bus to route like any event.
     #[serde(default)]
     pub system_events: SystemEventsConfig,
+    /// How many result events (`on_success`/`on_failure`) one chain may make:
+    /// each result carries the extension `sluicehops`, one more than its cause.
+    /// A result that would go past this is not published; the event that caused
+    /// it is dead-lettered instead, saying the chain was stopped. Default 16.
+    #[serde(default = "defaults::max_hops")]
+    pub max_hops: u32,
 }
 
 /// sluice's own events on bus `system` (see docs/system-events.md). Key names
@@ -173,6 +179,7 @@ impl Default for ServerConfig {
             max_backlog: defaults::max_backlog(),
             max_delay: defaults::max_delay(),
             system_events: SystemEventsConfig::default(),
+            max_hops: defaults::max_hops(),
             max_connections: defaults::max_connections(),
             header_timeout: defaults::header_timeout(),
             request_timeout: defaults::request_timeout(),
@@ -225,6 +232,36 @@ pub struct RuleConfig {
     /// are kept in the store's list either way.
     #[serde(default)]
     pub dead_letter: Option<String>,
+    /// Where the result of each successful delivery goes (see
+    /// docs/result-destinations.md): the function's answer as a CloudEvent, or
+    /// `sluice.invocation.succeeded` wrapping the request and the response.
+    #[serde(default)]
+    pub on_success: Option<DestinationConfig>,
+    /// Where `sluice.invocation.failed` goes when a delivery ends dead-lettered,
+    /// with the reason and the last response.
+    #[serde(default)]
+    pub on_failure: Option<DestinationConfig>,
+    /// Let this rule's `on_success`/`on_failure` bus lead back to it (a loop).
+    /// `sluice validate` refuses such a cycle otherwise; at run time
+    /// `server.max_hops` still ends any chain.
+    #[serde(default)]
+    pub allow_cycles: bool,
+}
+
+/// A result destination: exactly one of `bus` or `target`. A struct of two
+/// optional keys rather than a tagged enum, so that giving both or neither is
+/// reported in words at the key's line instead of as a serde variant mismatch;
+/// the key names are part of the config contract.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Publish the result event onto this bus, where its rules route it.
+    #[serde(default)]
+    pub bus: Option<String>,
+    /// Deliver the result event to this target, through the rule's own
+    /// subscription `<rule>.on-success` or `<rule>.on-failure`.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 /// How a rule selects events. Every part given must match (AND).
@@ -454,6 +491,9 @@ pub mod defaults {
     /// A week: the longest a `deliverat`/`delay` event waits in the store.
     pub fn max_delay() -> Duration {
         Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn max_hops() -> u32 {
+        16
     }
     pub fn dedupe_max_keys() -> usize {
         10_000_000

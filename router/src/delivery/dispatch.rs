@@ -15,14 +15,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::{verdict, Breaker, Gate};
 use super::rate::RateLimiter;
+use super::results::{Results, Routed};
 use crate::config::BatchConfig;
 use crate::delivery::retry::{Next, RetryPolicy};
 use crate::error::ErrorClass;
 use crate::event::Event;
 use crate::metrics::SubscriptionMetrics;
 use crate::now_ms;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Answer, Sink, SinkError};
 use crate::store::{DeadLetter, Health, Leased, Queue, Record, Settlement};
 use crate::transform::Transform;
 
@@ -42,8 +44,10 @@ pub(crate) struct Subscription {
     /// Where this subscription forwards what it gives up on (the rule's
     /// `dead_letter` target), if anywhere.
     pub(crate) dead_letter: Option<Arc<Subscription>>,
-    /// Whether this is a rule's dead-letter subscription (it gets original events,
-    /// not transformed ones).
+    /// Whether this subscription delivers what the rule's others hand it: its
+    /// dead-letter subscription (original events) or a result subscription
+    /// (`<rule>.on-success`, `<rule>.on-failure`). Such events are delivered as
+    /// they are (no transform) and make no results of their own.
     pub(crate) is_dead_letter: bool,
     /// Whether the store can still write; delivery pauses while it cannot.
     pub(crate) health: Health,
@@ -54,6 +58,8 @@ pub(crate) struct Subscription {
     /// Whether delivery is paused by the operator (`POST .../pause`): nothing
     /// new is leased; deliveries in flight finish.
     pub(crate) paused: std::sync::atomic::AtomicBool,
+    /// The target's circuit breaker, this subscription's own state of it.
+    pub(crate) breaker: Option<Breaker>,
 }
 
 impl Subscription {
@@ -68,6 +74,20 @@ impl Subscription {
         if let Ok(mut r) = self.not_ready.lock() {
             *r = reason;
         }
+    }
+
+    /// Events were appended to this subscription alone (forwarded dead letters,
+    /// results): they are leased once durable, so its dispatcher is told after
+    /// the commit that makes them so.
+    pub(crate) fn announce(self: &Arc<Self>) {
+        self.update_depth();
+        let sub = self.clone();
+        tokio::spawn(async move {
+            match sub.queue.commit().await {
+                Ok(()) => sub.notify.notify_one(),
+                Err(e) => sub.health.note(&e),
+            }
+        });
     }
 
     /// Refresh the depth gauge from the queue.
@@ -100,11 +120,16 @@ pub(crate) struct Dispatcher {
     batching: Batching,
     /// The target's `rate_limit` bucket, shared with its other subscriptions.
     limiter: Option<Arc<RateLimiter>>,
+    /// The rule's result destinations, if it has any.
+    results: Option<Arc<Results>>,
 }
+
+/// One delivered event's outcome, with the target's answer when it gave one.
+type Delivered = Result<Option<Answer>, SinkError>;
 
 /// A finished delivery task: each leased event with its result, when it started,
 /// and the batch plan to remove with the settlement (stable batches only).
-type Done = (Vec<(Leased, Result<(), SinkError>)>, u64, Option<Vec<u8>>);
+type Done = (Vec<(Leased, Delivered)>, u64, Option<Vec<u8>>);
 
 /// How long the dispatcher waits before asking an unready target again.
 const CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -132,6 +157,22 @@ impl Dispatcher {
                 batched: false,
             },
             limiter: None,
+            results: None,
+        }
+    }
+
+    /// Make each delivery's result event and store it where `results` say,
+    /// before the delivery is settled.
+    pub(crate) fn with_results(mut self, results: Arc<Results>) -> Self {
+        self.results = Some(results);
+        self
+    }
+
+    /// Bytes of a function's answer to keep: none without an `on_success`.
+    fn answer_bytes(&self) -> usize {
+        match &self.results {
+            Some(r) if r.on_success.is_some() => r.max_body,
+            _ => 0,
         }
     }
 
@@ -193,7 +234,7 @@ impl Dispatcher {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                        self.settle(vec![done], &mut in_flight);
+                        self.settle(vec![done], &mut in_flight).await;
                         continue;
                     }
                 }
@@ -213,21 +254,35 @@ impl Dispatcher {
                     () = shutdown.cancelled() => break,
                     () = self.sub.notify.notified() => continue,
                     Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                        self.settle(vec![done], &mut in_flight);
+                        self.settle(vec![done], &mut in_flight).await;
                         continue;
                     }
                 }
             }
+            // An open breaker leases nothing until its cooldown ends, then one probe.
+            let gate = match &self.sub.breaker {
+                Some(b) => b.gate(now_ms(), in_flight.is_empty()),
+                None => Gate::Open,
+            };
             // Every wake-up (a completion, new events, a retry coming due) leases
             // whatever room there is.
-            if tasks.len() < self.concurrency && in_flight.len() < capacity {
-                let room = capacity - in_flight.len();
+            let room = match gate {
+                Gate::Open => capacity.saturating_sub(in_flight.len()),
+                Gate::Probe => 1,
+                Gate::Shut(_) => 0,
+            };
+            if tasks.len() < self.concurrency && room > 0 {
                 match self
                     .sub
                     .queue
                     .lease(room, now_ms(), &in_flight, cursor.as_deref())
                 {
                     Ok(leased) => {
+                        if let (Gate::Probe, Some(b), false) =
+                            (gate, &self.sub.breaker, leased.is_empty())
+                        {
+                            b.probe_sent();
+                        }
                         for l in leased {
                             if l.is_ready() {
                                 cursor = Some(l.key.clone());
@@ -266,31 +321,35 @@ impl Dispatcher {
                 let sink = self.sink.clone();
                 let transform = self.transform.clone();
                 let limiter = self.limiter.clone();
+                let keep = self.answer_bytes();
                 tasks.spawn(async move {
                     if let Some(limiter) = limiter {
                         limiter.acquire(batch.len()).await;
                     }
                     let started = now_ms();
-                    let results = deliver(&*sink, transform.as_deref(), &batch).await;
+                    let results = deliver(&*sink, transform.as_deref(), &batch, keep).await;
                     (batch.into_iter().zip(results).collect(), started, None)
                 });
             }
             // Wake for the next retry that is not already in flight (one already
             // due wakes at once), or when the pending batch has waited long enough.
             // Without room, a completion wakes the loop instead.
-            let timer = if tasks.len() < self.concurrency {
-                let retry = if in_flight.len() < capacity {
-                    self.sub
-                        .queue
-                        .next_due_ms(&in_flight)
-                        .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
-                } else {
-                    None
-                };
-                let flush = pending_since.map(|t| b.max_wait.saturating_sub(t.elapsed()));
-                retry.into_iter().chain(flush).min()
-            } else {
-                None
+            let flush = pending_since.map(|t| b.max_wait.saturating_sub(t.elapsed()));
+            let timer = match gate {
+                // Open breaker: retries wait too; wake when its cooldown ends.
+                Gate::Shut(cooldown) => cooldown.into_iter().chain(flush).min(),
+                _ if tasks.len() < self.concurrency => {
+                    let retry = if in_flight.len() < capacity {
+                        self.sub
+                            .queue
+                            .next_due_ms(&in_flight)
+                            .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+                    } else {
+                        None
+                    };
+                    retry.into_iter().chain(flush).min()
+                }
+                _ => None,
             };
             tokio::select! {
                 biased;
@@ -299,7 +358,7 @@ impl Dispatcher {
                     while let Some(more) = tasks.try_join_next() {
                         finished.push(more);
                     }
-                    self.settle(finished, &mut in_flight);
+                    self.settle(finished, &mut in_flight).await;
                 }
                 () = self.sub.notify.notified() => {}
                 () = sleep_opt(timer) => {}
@@ -311,7 +370,7 @@ impl Dispatcher {
         let deadline = tokio::time::Instant::now() + grace;
         while !tasks.is_empty() {
             match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-                Ok(Some(done)) => self.settle(vec![done], &mut in_flight),
+                Ok(Some(done)) => self.settle(vec![done], &mut in_flight).await,
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(subscription = %self.sub.name, in_flight = tasks.len(), "Deliveries still in flight at shutdown stay queued.");
@@ -368,6 +427,7 @@ impl Dispatcher {
         let queue = self.sub.queue.clone();
         let policy = self.policy.clone();
         let name = self.sub.name.clone();
+        let keep = self.answer_bytes();
         async move {
             let started = now_ms();
             let plan = match plan {
@@ -392,7 +452,7 @@ impl Dispatcher {
                 .unwrap_or(started);
             let mut attempts = 0u32;
             loop {
-                let mut results = deliver(&*sink, transform.as_deref(), &batch).await;
+                let mut results = deliver(&*sink, transform.as_deref(), &batch, keep).await;
                 attempts += 1;
                 let retryable = results.iter().find_map(|r| match r {
                     Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Internal) => {
@@ -425,13 +485,13 @@ impl Dispatcher {
         }
     }
 
-    fn settle(
+    async fn settle(
         &self,
         finished: Vec<Result<Done, tokio::task::JoinError>>,
         in_flight: &mut HashSet<Vec<u8>>,
     ) {
         let now = now_ms();
-        let mut outcomes = Vec::with_capacity(finished.len());
+        let mut routed = Vec::with_capacity(finished.len());
         for done in finished {
             let Ok((results, started, plan)) = done else {
                 // A delivery task panicked; its keys stay in flight until restart
@@ -439,14 +499,25 @@ impl Dispatcher {
                 tracing::error!(subscription = %self.sub.name, "A delivery task failed.");
                 continue;
             };
+            if let Some(b) = &self.sub.breaker {
+                if let Some(failure) = verdict(results.iter().map(|(_, r)| r)) {
+                    b.record(failure, now);
+                }
+            }
             for (leased, result) in results {
                 in_flight.remove(&leased.key);
-                outcomes.push(self.outcome(leased, result, started, now));
+                routed.push(self.route(leased, result, started, now));
             }
             if let Some(key) = plan {
-                outcomes.push(Settlement::PlanDone { key });
+                routed.push(Routed::plain(Settlement::PlanDone { key }));
             }
         }
+        if let Some(results) = &self.results {
+            self.failure_results(results, &mut routed);
+            results.store(&self.sub.name, &mut routed, now).await;
+        }
+        let given = Results::given(&routed);
+        let outcomes: Vec<Settlement> = routed.into_iter().map(|r| r.settlement).collect();
         let forwards: Vec<Record> = match &self.sub.dead_letter {
             Some(_) => outcomes
                 .iter()
@@ -468,6 +539,9 @@ impl Dispatcher {
             return;
         }
         self.sub.update_depth();
+        if let Some(results) = &self.results {
+            results.notify(given);
+        }
         if let (Some(dl), false) = (&self.sub.dead_letter, forwards.is_empty()) {
             for record in &forwards {
                 if let Err(e) = dl.queue.enqueue(record) {
@@ -475,15 +549,58 @@ impl Dispatcher {
                     tracing::error!(subscription = %dl.name, error = %e, "Forwarding a dead letter failed.");
                 }
             }
-            dl.update_depth();
-            // Leased once durable: told after the commit that makes them so.
-            let dl = dl.clone();
-            tokio::spawn(async move {
-                match dl.queue.commit().await {
-                    Ok(()) => dl.notify.notify_one(),
-                    Err(e) => dl.health.note(&e),
+            dl.announce();
+        }
+    }
+
+    /// The settlement of one delivery and, with an `on_success`, its result. A
+    /// success whose result would go past `server.max_hops` is dead-lettered
+    /// instead, saying the chain was stopped.
+    fn route(&self, leased: Leased, result: Delivered, started: u64, now: u64) -> Routed {
+        let mut made = None;
+        let result = match (result, &self.results) {
+            (Ok(answer), Some(results)) if results.on_success.is_some() => {
+                match results.succeeded(&self.sub.name, &leased.record, answer) {
+                    Ok(event) => {
+                        made = Some(event);
+                        Ok(())
+                    }
+                    Err(why) => Err(SinkError::permanent(why.to_string())),
                 }
-            });
+            }
+            (result, _) => result.map(|_| ()),
+        };
+        let record = made.as_ref().map(|_| leased.record.clone());
+        Routed {
+            settlement: self.outcome(leased, result, started, now),
+            record,
+            result: made.map(|e| (true, e)),
+        }
+    }
+
+    /// With an `on_failure`, the result of each delivery that ends dead-lettered
+    /// (none past `server.max_hops`: the chain stops there).
+    fn failure_results(&self, results: &Results, routed: &mut [Routed]) {
+        if results.on_failure.is_none() {
+            return;
+        }
+        for r in routed {
+            let Settlement::DeadLetter { letter, .. } = &r.settlement else {
+                continue;
+            };
+            let made = results.failed(
+                &self.sub.name,
+                &letter.record,
+                &letter.reason,
+                letter.last_status,
+                letter.body_excerpt.as_deref(),
+            );
+            match made {
+                Ok(event) => r.result = Some((false, event)),
+                Err(why) => {
+                    tracing::warn!(subscription = %self.sub.name, reason = %why, "No failure result.");
+                }
+            }
         }
     }
 
@@ -592,28 +709,33 @@ fn batch_len(pending: &VecDeque<Leased>, b: &Batching) -> (usize, bool) {
 }
 
 /// Read the stored events, transform them, deliver them: one result per event, in
-/// order. An event that fails to read or transform is a permanent error (it is
+/// order, with the target's answer (its body up to `keep` bytes; none when 0).
+/// An event that fails to read or transform is a permanent error (it is
 /// dead-lettered with the reason); the others are delivered without it.
 async fn deliver(
     sink: &dyn Sink,
     transform: Option<&Transform>,
     batch: &[Leased],
-) -> Vec<Result<(), SinkError>> {
-    let mut results: Vec<Result<(), SinkError>> = Vec::with_capacity(batch.len());
+    keep: usize,
+) -> Vec<Delivered> {
+    let mut results: Vec<Delivered> = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
     for leased in batch {
         match prepare(transform, leased) {
             Ok(event) => {
                 events.push(event);
-                results.push(Ok(()));
+                results.push(Ok(None));
             }
             Err(e) => results.push(Err(e)),
         }
     }
     let mut written = if events.is_empty() {
         Vec::new()
+    } else if keep > 0 {
+        sink.deliver_answered(&events, keep).await
     } else {
-        sink.deliver(&events).await
+        let written = sink.deliver(&events).await;
+        written.into_iter().map(|r| r.map(|()| None)).collect()
     }
     .into_iter();
     let count = events.len();

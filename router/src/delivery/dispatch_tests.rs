@@ -68,10 +68,15 @@ fn event(n: u64) -> Event {
 }
 
 fn engine(dir: &std::path::Path) -> Arc<Engine> {
-    let rule: RuleConfig = serde_yaml::from_str(
+    engine_with(
+        dir,
         "{name: r, targets: [t], retry: {backoff: {initial: 10ms, max: 20ms}}}",
     )
-    .unwrap();
+}
+
+/// An engine whose one rule is `rule` (YAML).
+fn engine_with(dir: &std::path::Path, rule: &str) -> Arc<Engine> {
+    let rule: RuleConfig = serde_yaml::from_str(rule).unwrap();
     let rules = vec![rule];
     let validated = Validated::<(), ()> {
         rules: Arc::new(CompiledRules::new(&rules, vec![(None, None)])),
@@ -363,4 +368,42 @@ async fn a_source_keeps_events_with_refused_delays_in_its_dead_letters() {
         other => panic!("{other:?}"),
     }
     assert_eq!(engine.subscription_handles()[0].queue.stats().depth, 2);
+}
+
+/// A redelivery after a crash makes its result again, with the same id: the
+/// result subscription takes it once, and a bus drops the repeat as a replay.
+#[tokio::test]
+async fn a_result_made_twice_is_stored_once() {
+    use crate::delivery::results::Publisher;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(
+        dir.path(),
+        "{name: r, targets: [t], on_success: {target: out}}",
+    );
+    let out = engine
+        .subscription_handles()
+        .iter()
+        .find(|s| s.name == "r.on-success")
+        .unwrap()
+        .clone();
+    let result = event(7);
+    for _ in 0..2 {
+        engine
+            .append_results(&out, std::slice::from_ref(&result), crate::now_ms())
+            .unwrap();
+    }
+    assert_eq!(out.queue.stats().depth, 1);
+    let main = engine
+        .subscription_handles()
+        .iter()
+        .find(|s| s.name == "r.t")
+        .unwrap()
+        .clone();
+    for _ in 0..2 {
+        engine
+            .publish_results("default", "r.t", &[event(8)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(main.queue.stats().depth, 1, "the replay is dropped");
 }

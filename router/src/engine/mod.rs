@@ -29,9 +29,12 @@ pub use self::ingest::{BacklogFull, Ingest};
 pub use self::ops::{NotReady, SubscriptionInfo};
 pub use self::system::{SystemEvents, SYSTEM_BUS};
 use crate::config::{
-    BatchConfig, CompiledRules, RuleConfig, ServerConfig, SourceEntry, TargetEntry, Validated,
+    BatchConfig, CompiledRules, DestinationConfig, RuleConfig, ServerConfig, SourceEntry,
+    TargetEntry, Validated,
 };
+pub use crate::delivery::breaker::BreakerInfo;
 use crate::delivery::dispatch::Subscription;
+use crate::delivery::results::Destination;
 use crate::delivery::retry::RetryPolicy;
 use crate::event::{event_key, Event, EventError};
 use crate::matching::rules::Scratch;
@@ -48,6 +51,7 @@ pub(crate) struct TargetDelivery {
     concurrency: usize,
     batch: Option<BatchConfig>,
     rate_limit: Option<f64>,
+    breaker: Option<crate::config::BreakerConfig>,
 }
 
 /// Everything between the sources and the targets.
@@ -58,6 +62,8 @@ pub struct Engine {
     subscriptions: Vec<Arc<Subscription>>,
     /// Per rule, its retry schedule.
     retry: Vec<RetryPolicy>,
+    /// Per rule, where its results go.
+    results: Vec<RuleResults>,
     /// Per target, deliveries in flight at most and how it batches.
     targets: HashMap<String, TargetDelivery>,
     store: Store,
@@ -79,14 +85,28 @@ pub struct Engine {
 enum Role {
     /// Delivers a rule's matches; what it gives up on also goes to `forward`.
     Matches { forward: Option<Arc<Subscription>> },
-    /// Delivers what a rule's other subscriptions gave up on.
-    DeadLetter,
+    /// Delivers what a rule's other subscriptions hand it, as it is (no
+    /// transform): what they gave up on (`<rule>.dead-letter`), or their result
+    /// events (`<rule>.on-success`, `<rule>.on-failure`).
+    Forwarded,
+}
+
+/// Per rule, the subscriptions its results are delivered through when a
+/// destination is a target (`{target: NAME}`), or the bus they are published to.
+#[derive(Clone, Default)]
+pub(crate) struct RuleResults {
+    on_success: Option<Destination>,
+    on_failure: Option<Destination>,
 }
 
 /// Open one subscription of rule `index` to `target`.
 fn subscription(
-    (store, bus): (&Store, &Arc<BusLog>),
-    metrics: &Metrics,
+    (store, bus, metrics, targets): (
+        &Store,
+        &Arc<BusLog>,
+        &Metrics,
+        &HashMap<String, TargetDelivery>,
+    ),
     (index, rule): (usize, &RuleConfig),
     target: &str,
     name: String,
@@ -94,7 +114,7 @@ fn subscription(
 ) -> Result<Arc<Subscription>, StoreError> {
     let (dead_letter, is_dead_letter) = match role {
         Role::Matches { forward } => (forward, false),
-        Role::DeadLetter => (None, true),
+        Role::Forwarded => (None, true),
     };
     let queue = store.queue(bus, &name)?;
     let paused = queue.paused()?;
@@ -116,6 +136,10 @@ fn subscription(
         not_ready: std::sync::Mutex::new(None),
         checked: std::sync::atomic::AtomicBool::new(false),
         paused: std::sync::atomic::AtomicBool::new(paused),
+        breaker: targets
+            .get(target)
+            .and_then(|t| t.breaker.clone())
+            .map(crate::delivery::breaker::Breaker::new),
     });
     sub.update_depth();
     Ok(sub)
@@ -255,6 +279,7 @@ impl Engine {
                     concurrency: spec.concurrency(),
                     batch: spec.batch(),
                     rate_limit: spec.rate_limit(),
+                    breaker: spec.breaker(),
                 };
                 (spec.name().to_owned(), delivery)
             })
@@ -289,6 +314,15 @@ impl Engine {
             if rule.dead_letter.is_some() {
                 on_bus.push(format!("{}.dead-letter", rule.name));
             }
+            // Result subscriptions of `{target: NAME}` destinations.
+            for (dest, suffix) in [
+                (&rule.on_success, "on-success"),
+                (&rule.on_failure, "on-failure"),
+            ] {
+                if dest.as_ref().is_some_and(|d| d.target.is_some()) {
+                    on_bus.push(format!("{}.{suffix}", rule.name));
+                }
+            }
             on_bus.extend(rule.targets.iter().map(|t| format!("{}.{t}", rule.name)));
         }
         let mut logs = HashMap::new();
@@ -298,25 +332,48 @@ impl Engine {
         }
         let mut rule_subs = Vec::with_capacity(config.rules.len());
         let mut subscriptions = Vec::new();
+        let mut results = Vec::with_capacity(config.rules.len());
         for (index, rule) in config.rules.iter().enumerate() {
-            let store = (&store, &logs[rule.bus.as_str()]);
+            let open = (&store, &logs[rule.bus.as_str()], &metrics, &targets);
             let mut subs = Vec::new();
             let dead_letter = match &rule.dead_letter {
                 Some(target) => {
                     let name = format!("{}.dead-letter", rule.name);
-                    let role = Role::DeadLetter;
-                    let sub = subscription(store, &metrics, (index, rule), target, name, role)?;
+                    let role = Role::Forwarded;
+                    let sub = subscription(open, (index, rule), target, name, role)?;
                     subscriptions.push(sub.clone());
                     Some(sub)
                 }
                 None => None,
             };
+            let mut destination = |dest: Option<&DestinationConfig>, suffix: &str| {
+                let dest = match dest {
+                    Some(DestinationConfig { bus: Some(bus), .. }) => {
+                        Some(Destination::Bus(bus.clone()))
+                    }
+                    Some(DestinationConfig {
+                        target: Some(target),
+                        ..
+                    }) => {
+                        let name = format!("{}.{suffix}", rule.name);
+                        let sub = subscription(open, (index, rule), target, name, Role::Forwarded)?;
+                        subscriptions.push(sub.clone());
+                        Some(Destination::Target(sub))
+                    }
+                    _ => None,
+                };
+                Ok::<_, StoreError>(dest)
+            };
+            results.push(RuleResults {
+                on_success: destination(rule.on_success.as_ref(), "on-success")?,
+                on_failure: destination(rule.on_failure.as_ref(), "on-failure")?,
+            });
             for target in &rule.targets {
                 let name = format!("{}.{}", rule.name, target);
                 let role = Role::Matches {
                     forward: dead_letter.clone(),
                 };
-                let sub = subscription(store, &metrics, (index, rule), target, name, role)?;
+                let sub = subscription(open, (index, rule), target, name, role)?;
                 subs.push(sub.clone());
                 subscriptions.push(sub);
             }
@@ -329,6 +386,7 @@ impl Engine {
             rule_subs,
             subscriptions,
             retry: config.rules.iter().map(|r| (&r.retry).into()).collect(),
+            results,
             targets,
             store,
             metrics,

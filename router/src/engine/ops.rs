@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Engine, StoreError};
+use crate::delivery::breaker::BreakerInfo;
 use crate::delivery::dispatch::Subscription;
 use crate::store::{DeadLetter, QueueStats};
 
@@ -28,6 +29,9 @@ pub struct SubscriptionInfo {
     pub not_ready: Option<String>,
     /// Whether an operator paused its delivery.
     pub paused: bool,
+    /// Its target's circuit breaker as this subscription sees it, if the
+    /// target has one.
+    pub breaker: Option<BreakerInfo>,
 }
 
 /// What keeps sluice from being ready.
@@ -61,6 +65,7 @@ fn info(sub: &Subscription) -> SubscriptionInfo {
         stats: sub.queue.stats(),
         not_ready: sub.not_ready(),
         paused: sub.paused.load(std::sync::atomic::Ordering::Relaxed),
+        breaker: sub.breaker.as_ref().map(|b| b.info()),
     }
 }
 

@@ -63,6 +63,20 @@ pub(crate) struct SubView {
     pub(crate) target: String,
     pub(crate) depth: u64,
     pub(crate) dead_lettered_total: u64,
+    /// Its breaker's changes so far, if its target has one.
+    pub(crate) breaker: Option<BreakerView>,
+}
+
+/// What the watcher sees of a subscription's circuit breaker.
+#[derive(Clone, Default)]
+pub(crate) struct BreakerView {
+    /// Times it opened (from closed) and closed (after a probe) since start.
+    pub(crate) opened: u64,
+    pub(crate) closed: u64,
+    /// The error that last opened it.
+    pub(crate) reason: Option<String>,
+    pub(crate) failures: u32,
+    pub(crate) cooldown: Duration,
 }
 
 /// Everything the watcher compares between two looks.
@@ -81,6 +95,9 @@ struct SubState {
     /// Dead letters already summarised (or there at start).
     reported: u64,
     last_summary_ms: Option<u64>,
+    /// Breaker openings and closings already published.
+    breaker_opened: u64,
+    breaker_closed: u64,
 }
 
 /// What the watcher saw last.
@@ -100,8 +117,11 @@ impl Seen {
             .subs
             .iter()
             .map(|s| {
+                let breaker = s.breaker.clone().unwrap_or_default();
                 let state = SubState {
                     reported: s.dead_lettered_total,
+                    breaker_opened: breaker.opened,
+                    breaker_closed: breaker.closed,
                     ..SubState::default()
                 };
                 (s.name.clone(), state)
@@ -157,6 +177,9 @@ impl Seen {
                     "count": new, "total": sub.dead_lettered_total, "last_reason": reason(&sub.name)});
                 out.push(notice("subscription.dead_lettered", &sub.name, data));
             }
+            if let Some(b) = &sub.breaker {
+                breaker_notices(state, sub, b, &mut out);
+            }
         }
         let changes = [
             (
@@ -178,6 +201,33 @@ impl Seen {
         }
         out
     }
+}
+
+/// The openings and closings of a breaker since the last look, one event each,
+/// in the order they alternate (a failed probe is no new opening).
+fn breaker_notices(state: &mut SubState, sub: &SubView, b: &BreakerView, out: &mut Vec<Notice>) {
+    let mut open = state.breaker_opened > state.breaker_closed;
+    let mut pending = (b.opened - state.breaker_opened.min(b.opened))
+        + (b.closed - state.breaker_closed.min(b.closed));
+    while pending > 0 {
+        let data = if open {
+            json!({"subscription": sub.name, "bus": sub.bus, "target": sub.target})
+        } else {
+            json!({"subscription": sub.name, "bus": sub.bus, "target": sub.target,
+                   "failures": b.failures, "cooldown": humantime::format_duration(b.cooldown).to_string(),
+                   "reason": b.reason})
+        };
+        let ty = if open {
+            "subscription.breaker_closed"
+        } else {
+            "subscription.breaker_opened"
+        };
+        out.push(notice(ty, &sub.name, data));
+        open = !open;
+        pending -= 1;
+    }
+    state.breaker_opened = b.opened;
+    state.breaker_closed = b.closed;
 }
 
 fn notice(ty: &'static str, subject: &str, data: Value) -> Notice {
@@ -214,7 +264,7 @@ impl Engine {
         if !config.enabled {
             return None;
         }
-        let name = config.name.clone().unwrap_or_else(host_name);
+        let name = node_name(&self.server);
         Some(SystemEvents {
             engine: self.clone(),
             config,
@@ -238,6 +288,16 @@ impl Engine {
                 target: sub.target.clone(),
                 depth: stats.depth,
                 dead_lettered_total: stats.dead_lettered_total,
+                breaker: sub.breaker.as_ref().map(|b| {
+                    let (opened, closed, reason) = b.changes();
+                    BreakerView {
+                        opened,
+                        closed,
+                        reason,
+                        failures: b.config().failures,
+                        cooldown: b.config().cooldown,
+                    }
+                }),
             });
             if sub.checked.load(Ordering::Relaxed) {
                 // A target shared by subscriptions is down if any of them finds it so.
@@ -339,6 +399,13 @@ impl SystemEvents {
     }
 }
 
+/// The name of this node in the `source` of the events sluice makes (system
+/// events `sluice://<name>`, result events under it):
+/// `server.system_events.name`, else the host name.
+pub(crate) fn node_name(server: &crate::config::ServerConfig) -> String {
+    server.system_events.name.clone().unwrap_or_else(host_name)
+}
+
 /// This machine's host name, for the events' `source`.
 fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
@@ -361,6 +428,7 @@ mod tests {
             target: "t".into(),
             depth,
             dead_lettered_total: dead,
+            breaker: None,
         }
     }
 
@@ -429,6 +497,37 @@ mod tests {
             |_| None,
         );
         assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn breaker_openings_and_closings_are_one_event_each_in_order() {
+        let with = |opened, closed| {
+            let mut s = sub("r.fn", "default", 0, 0);
+            s.breaker = Some(BreakerView {
+                opened,
+                closed,
+                reason: Some("HTTP 503".into()),
+                failures: 3,
+                cooldown: Duration::from_secs(2),
+            });
+            view(vec![s])
+        };
+        let mut seen = Seen::new(10, Duration::from_secs(60), &with(0, 0));
+        assert!(seen.step(&with(0, 0), 0, |_| None).is_empty());
+        let opened = seen.step(&with(1, 0), 0, |_| None);
+        assert_eq!(types(&opened), ["subscription.breaker_opened"]);
+        assert_eq!(opened[0].data["reason"], "HTTP 503");
+        assert_eq!(opened[0].data["cooldown"], "2s");
+        // Closed, opened again and closed again between two looks.
+        assert_eq!(
+            types(&seen.step(&with(2, 2), 0, |_| None)),
+            [
+                "subscription.breaker_closed",
+                "subscription.breaker_opened",
+                "subscription.breaker_closed"
+            ]
+        );
+        assert!(seen.step(&with(2, 2), 0, |_| None).is_empty());
     }
 
     #[test]

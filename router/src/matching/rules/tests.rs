@@ -19,6 +19,9 @@ fn rule(i: usize, pattern: Value) -> RuleConfig {
         transform: None,
         retry: Default::default(),
         dead_letter: None,
+        on_success: None,
+        on_failure: None,
+        allow_cycles: false,
     }
 }
 
