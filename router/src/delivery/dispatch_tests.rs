@@ -86,12 +86,7 @@ fn engine_with(dir: &std::path::Path, rule: &str) -> Arc<Engine> {
         },
     };
     let buses = ["default".to_owned()].into_iter().collect();
-    // These tests pause tokio's clock; the commit thread runs on the real one.
-    let options = crate::store::StoreOptions {
-        commit_wait: None,
-        ..Default::default()
-    };
-    let store = Store::open_with(dir, options).unwrap();
+    let store = Store::open(dir).unwrap();
     store.open_rejects(&["pull"]).unwrap();
     Engine::build(&validated, store, HashMap::new(), buses).unwrap()
 }

@@ -11,6 +11,7 @@
 //! durable without the events it stands for.
 
 pub mod bus;
+mod commit;
 pub mod log;
 mod progress;
 mod queue;
@@ -22,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 
-use tokio::sync::oneshot;
-
 use bus::BusLog;
+pub(crate) use commit::Committer;
+use commit::{Round, Waiter, COMMIT_WAIT};
 pub use progress::{Position, Progress};
 pub use queue::{Leased, Queue, QueueStats, Settlement};
 pub use record::{DeadLetter, Record};
@@ -58,8 +59,6 @@ impl StoreError {
     }
 }
 
-type Waiter = oneshot::Sender<Result<(), StoreError>>;
-
 /// sled's log segment size (it holds only source positions and marks now).
 /// Fixed when a store is created.
 const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
@@ -73,10 +72,6 @@ const BUSES_DIR: &str = "buses";
 /// The bus log holding sources' dead letters (records they refused), one
 /// subscription per source.
 const REJECTS_BUS: &str = ".rejects";
-
-/// How often the commit thread writes what was appended without anyone
-/// waiting for it (settlements, forwarded dead letters), like a timed flush.
-const IDLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// sled's page cache; the default 1 GiB would let a drained backlog keep that much.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -144,7 +139,6 @@ pub struct Store {
     buses: Buses,
     /// Keys of the events accepted within `server.dedupe_window`.
     replays: Arc<replays::Replays>,
-    commit_wait: Option<std::time::Duration>,
     health: Health,
     commits: mpsc::Sender<Waiter>,
     /// Group commits (fsyncs) done so far.
@@ -175,10 +169,8 @@ pub struct StoreOptions {
     pub dedupe_window_ms: u64,
     /// `server.dedupe_max_keys`.
     pub dedupe_max_keys: usize,
-    /// How long a writer waits for its group commit before it gives up (see
-    /// [`Committer::commit`]). `None` waits for ever: only for tests on a paused
-    /// tokio clock, which would run the wait out at once while the commit
-    /// thread works on the real clock.
+    /// How long a writer waits for its group commit before it is answered
+    /// with an error (see [`Committer::commit`]); `None` waits for ever.
     pub commit_wait: Option<std::time::Duration>,
 }
 
@@ -242,17 +234,15 @@ impl Store {
             flushes: flushes.clone(),
             since: flushing_since.clone(),
             health: health.clone(),
+            rx: Arc::new(std::sync::Mutex::new(rx)),
+            current: Arc::default(),
         };
-        let handle = std::thread::Builder::new()
-            .name("sluice-commit".into())
-            .spawn(move || round.run(&rx))
-            .map_err(|e| StoreError::new("open", e))?;
+        let handle = round.start(options.commit_wait)?;
         Ok(Self {
             db,
             dir,
             buses,
             replays,
-            commit_wait: options.commit_wait,
             health,
             commits: tx,
             flushes,
@@ -264,7 +254,6 @@ impl Store {
     fn committer(&self) -> Committer {
         Committer {
             commits: self.commits.clone(),
-            wait: self.commit_wait,
         }
     }
 
@@ -435,118 +424,6 @@ fn refuse_old_queues(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
             held.join(", ")
         ),
     ))
-}
-
-/// How long a writer waits for its group commit before giving up on it.
-const COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A handle on the group-commit thread.
-#[derive(Clone)]
-pub(crate) struct Committer {
-    commits: mpsc::Sender<Waiter>,
-    wait: Option<std::time::Duration>,
-}
-
-impl Committer {
-    /// Wait until every write made before this call is on disk, or fail after
-    /// the store's commit wait ([`COMMIT_WAIT`] unless a test set another): a
-    /// flush that never returns (a stuck disk, a store bug) must refuse what it
-    /// cannot confirm (ingest answers 503, the caller sends again,
-    /// de-duplication drops a copy that did land) instead of holding every
-    /// request forever.
-    async fn commit(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let closed = || StoreError::new("commit", "the store is closed");
-        let committed = async {
-            self.commits.send(tx).map_err(|_| closed())?;
-            rx.await.map_err(|_| closed())?
-        };
-        let Some(wait) = self.wait else {
-            return committed.await;
-        };
-        tokio::time::timeout(wait, committed)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::new(
-                    "commit",
-                    format!(
-                        "the store did not confirm the write within {}s (a flush is stuck)",
-                        wait.as_secs()
-                    ),
-                ))
-            })
-    }
-}
-
-/// The group-commit loop's parts, on its own thread so an fsync never blocks
-/// the runtime.
-struct Round {
-    db: sled::Db,
-    buses: Buses,
-    replays: Arc<replays::Replays>,
-    /// Rounds done.
-    flushes: Arc<AtomicU64>,
-    /// When the round in progress began (ms), 0 between rounds.
-    since: Arc<AtomicU64>,
-    health: Health,
-}
-
-impl Round {
-    /// Take every waiter queued so far, write once, answer them all; with no
-    /// waiter for [`IDLE_SYNC`], write what was appended anyway.
-    fn run(&self, rx: &mpsc::Receiver<Waiter>) {
-        let mut waiters = Vec::new();
-        loop {
-            match rx.recv_timeout(IDLE_SYNC) {
-                Ok(first) => waiters.push(first),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // The last handle is gone: write what it left, then end.
-                    if let Err(e) = self.write(true) {
-                        self.health.note(&e);
-                    }
-                    return;
-                }
-            }
-            while let Ok(w) = rx.try_recv() {
-                waiters.push(w);
-            }
-            if waiters.is_empty() && self.health.failure().is_some() {
-                continue;
-            }
-            self.since.store(crate::now_ms().max(1), Ordering::Relaxed);
-            let result = self.write(!waiters.is_empty());
-            self.since.store(0, Ordering::Relaxed);
-            if !waiters.is_empty() {
-                self.flushes.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Err(e) = &result {
-                self.health.note(e);
-                if !e.io {
-                    tracing::error!(error = %e, "Store flush failed.");
-                }
-            }
-            for w in waiters.drain(..) {
-                let _ = w.send(result.clone());
-            }
-        }
-    }
-
-    /// The bus logs, then (when someone waits: positions are always followed
-    /// by a commit) the positions, then the de-duplication keys.
-    fn write(&self, positions: bool) -> Result<(), StoreError> {
-        let buses: Vec<Arc<BusLog>> = {
-            let buses = self.buses.read().unwrap_or_else(|p| p.into_inner());
-            buses.values().cloned().collect()
-        };
-        for bus in buses {
-            bus.sync()?;
-        }
-        if positions {
-            self.db.flush().map_err(|e| StoreError::new("flush", e))?;
-        }
-        self.replays.sync()
-    }
 }
 
 #[cfg(test)]
