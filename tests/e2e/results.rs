@@ -133,23 +133,7 @@ async fn a_failing_function_sends_invocation_failed_to_the_failure_target() {
     let f = Receiver::start().await;
     f.script(&[], 500);
     let alerts = Receiver::start().await;
-    let body = format!(
-        "targets:
-  - name: fn
-    type: http
-    url: {}
-  - name: alerts
-    type: http
-    url: {}
-rules:
-  - name: settle
-    targets: [fn]
-    retry: {{ max_attempts: 3, backoff: {{ initial: 50ms, max: 100ms }} }}
-    on_failure: {{ target: alerts }}
-",
-        f.url(),
-        alerts.url()
-    );
+    let body = settle_config(&f, &alerts, 3);
     let sluice = Sluice::start(&body).await;
     let order = event("o-1", "order.created", json!({"amount": 5}));
     assert_eq!(sluice.post_structured(&order).await.status(), 202);
@@ -316,23 +300,7 @@ async fn a_result_waiting_for_its_target_survives_kill_9() {
     f.script(&[400], 200);
     let alerts = Receiver::start().await;
     alerts.script(&[], 503);
-    let body = format!(
-        "targets:
-  - name: fn
-    type: http
-    url: {}
-  - name: alerts
-    type: http
-    url: {}
-rules:
-  - name: settle
-    targets: [fn]
-    retry: {{ max_attempts: 50, backoff: {{ initial: 50ms, max: 100ms }} }}
-    on_failure: {{ target: alerts }}
-",
-        f.url(),
-        alerts.url()
-    );
+    let body = settle_config(&f, &alerts, 50);
     let mut sluice = Sluice::start(&body).await;
     let order = event("k-1", "order.created", json!({}));
     assert_eq!(sluice.post_structured(&order).await.status(), 202);
@@ -350,4 +318,26 @@ rules:
     assert_eq!(got[0].header("ce-causationid"), Some("k-1"));
     assert_eq!(got[0].json()["response"]["status"], 400);
     assert_eq!(f.attempts(), 1, "a 4xx is not retried, and not redelivered");
+}
+
+/// Rule `settle` sends to `fn` (`f`), `max_attempts` tries, and its failures to
+/// target `alerts`.
+fn settle_config(f: &Receiver, alerts: &Receiver, max_attempts: u32) -> String {
+    format!(
+        "targets:
+  - name: fn
+    type: http
+    url: {}
+  - name: alerts
+    type: http
+    url: {}
+rules:
+  - name: settle
+    targets: [fn]
+    retry: {{ max_attempts: {max_attempts}, backoff: {{ initial: 50ms, max: 100ms }} }}
+    on_failure: {{ target: alerts }}
+",
+        f.url(),
+        alerts.url()
+    )
 }
