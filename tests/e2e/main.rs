@@ -3,6 +3,7 @@
 mod backpressure;
 mod breaker;
 mod config;
+mod crash_loop;
 mod dedupe;
 mod delay;
 mod delivery;
