@@ -332,6 +332,23 @@ impl Sluice {
     pub async fn stats(&self, name: &str) -> serde_json::Value {
         self.get_json(&format!("/api/subscriptions/{name}")).await["stats"].clone()
     }
+
+    /// Wait up to 10 s until stat `key` of subscription `name` is `want` (a
+    /// delivery is settled a moment after the target has it).
+    pub async fn wait_stat(&self, name: &str, key: &str, want: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = self.stats(name).await;
+            if stats[key] == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {key} is not {want}: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Sluice {

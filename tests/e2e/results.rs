@@ -99,8 +99,7 @@ async fn a_functions_json_answer_reaches_the_next_function() {
     assert_eq!(data["request"]["id"], "img-1");
     assert_eq!(data["request"]["type"], "com.example.image.uploaded");
     assert_eq!(data["request"]["data"], json!({"key": "cat.png"}));
-    let stats = sluice.stats("resize.a").await;
-    assert_eq!(stats["delivered_total"], 1);
+    sluice.wait_stat("resize.a", "delivered_total", 1).await;
 }
 
 #[tokio::test]
@@ -151,8 +150,9 @@ async fn a_failing_function_sends_invocation_failed_to_the_failure_target() {
         .first_dead_letter("settle.fn", Duration::from_secs(5))
         .await;
     assert_eq!(letter["event"]["id"], "o-1");
-    let stats = sluice.stats("settle.on-failure").await;
-    assert_eq!(stats["delivered_total"], 1);
+    sluice
+        .wait_stat("settle.on-failure", "delivered_total", 1)
+        .await;
 }
 
 /// Rules `a` (bus default, results to bus `results`) and `b` (bus results,
