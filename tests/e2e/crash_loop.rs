@@ -95,11 +95,17 @@ rules:\n  - name: all\n    targets: [fn]\n    retry: {{ max_attempts: 100, backo
             );
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{missing} of {} acknowledged events never delivered",
-            want.len()
-        );
+        if Instant::now() >= deadline {
+            let lost: Vec<&String> = want.iter().filter(|id| !seen.contains_key(*id)).collect();
+            let stats = sluice.stats("all.fn").await;
+            let log = sluice.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{missing} of {} acknowledged events never delivered: {lost:?}; subscription: {stats}; log tail (newest first):\n{}",
+                want.len(),
+                tail.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -134,6 +134,8 @@ impl Round {
     /// The bus logs, then (when someone waits: positions are always followed
     /// by a commit) the positions, then the de-duplication keys.
     fn write(&self, positions: bool) -> Result<(), StoreError> {
+        // Keys noted from here on may belong to events the bus logs below miss.
+        let keys = self.replays.mark();
         let buses: Vec<Arc<BusLog>> = {
             let buses = self.buses.read().unwrap_or_else(|p| p.into_inner());
             buses.values().cloned().collect()
@@ -144,7 +146,7 @@ impl Round {
         if positions {
             self.db.flush().map_err(|e| StoreError::new("flush", e))?;
         }
-        self.replays.sync()
+        self.replays.sync_before(keys)
     }
 }
 

@@ -324,6 +324,7 @@ impl Store {
 
     /// Write everything synchronously (shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
+        let keys = self.replays.mark();
         for bus in self.bus_logs() {
             bus.sync()?;
         }
@@ -331,7 +332,7 @@ impl Store {
             .flush()
             .map(|_| ())
             .map_err(|e| StoreError::new("flush", e))?;
-        self.replays.sync()
+        self.replays.sync_before(keys)
     }
 
     fn bus_logs(&self) -> Vec<Arc<BusLog>> {

@@ -151,11 +151,25 @@ impl Replays {
         }
     }
 
-    /// Make the keys noted so far durable (the committer, after the events), and
-    /// delete the segments that fell out of the window.
+    /// Where the keys noted so far end: take it before the events' logs are
+    /// written, then [`Replays::sync_before`] it after, so a key noted while
+    /// they were being written (its event is in no log yet) waits for the next
+    /// round instead of becoming durable before its event.
+    pub(crate) fn mark(&self) -> u64 {
+        self.log.as_ref().map_or(0, Log::next_seq)
+    }
+
+    /// Make the keys noted so far durable.
+    #[cfg(test)]
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        self.sync_before(u64::MAX)
+    }
+
+    /// Make the keys noted before `mark` durable (the committer, after the
+    /// events), and delete the segments that fell out of the window.
+    pub(crate) fn sync_before(&self, mark: u64) -> Result<(), StoreError> {
         let Some(log) = &self.log else { return Ok(()) };
-        let durable = log.sync()?;
+        let durable = log.sync_before(mark)?;
         let now = crate::now_ms();
         let floor = {
             let mut state = self.state();

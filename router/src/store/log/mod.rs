@@ -89,6 +89,9 @@ struct Inner {
 struct Pending {
     buf: Vec<u8>,
     next_seq: u64,
+    /// (first seq, byte offset in `buf`) of each append call's frames, so a
+    /// sync can stop at a boundary (see [`Log::sync_before`]).
+    calls: Vec<(u64, usize)>,
 }
 
 struct Writer {
@@ -206,6 +209,7 @@ impl Log {
                 dir,
                 segment_bytes: segment_bytes.max(FILE_HEADER as u64 + 1),
                 pending: Mutex::new(Pending {
+                    calls: Vec::new(),
                     buf: Vec::new(),
                     next_seq,
                 }),
@@ -247,6 +251,8 @@ impl Log {
         }
         let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
         let first = pending.next_seq;
+        let at = pending.buf.len();
+        pending.calls.push((first, at));
         for e in events {
             let seq = pending.next_seq;
             frame::encode(&mut pending.buf, EVENT, seq, e.time_ms, &e.key, e.data);
@@ -259,13 +265,47 @@ impl Log {
     /// sequence number not yet durable. Blocking: call it from the committer
     /// thread, not from async code.
     pub fn sync(&self) -> Result<u64, StoreError> {
+        self.sync_before(u64::MAX)
+    }
+
+    /// The sequence number the next append will get.
+    pub fn next_seq(&self) -> u64 {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_seq
+    }
+
+    /// [`Log::sync`], but only the frames appended before `limit` (a value of
+    /// [`Log::next_seq`] taken earlier); later ones wait for the next sync. A
+    /// store that must not make these durable before something else (the
+    /// de-duplication keys after their events) takes the mark first.
+    pub fn sync_before(&self, limit: u64) -> Result<u64, StoreError> {
         let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = self.failure() {
             return Err(e);
         }
         let (mut buf, end) = {
             let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-            (std::mem::take(&mut pending.buf), pending.next_seq)
+            let split = pending
+                .calls
+                .iter()
+                .position(|&(first, _)| first >= limit)
+                .unwrap_or(pending.calls.len());
+            if split == pending.calls.len() {
+                pending.calls.clear();
+                (std::mem::take(&mut pending.buf), pending.next_seq)
+            } else {
+                let (end, at) = pending.calls[split];
+                let rest = pending.buf.split_off(at);
+                let taken = std::mem::replace(&mut pending.buf, rest);
+                pending.calls.drain(..split);
+                for call in &mut pending.calls {
+                    call.1 -= at;
+                }
+                (taken, end)
+            }
         };
         if buf.is_empty() {
             return Ok(self.durable());

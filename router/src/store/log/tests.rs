@@ -263,3 +263,39 @@ fn concurrent_appenders_get_distinct_numbers_and_lose_nothing() {
         .collect();
     assert_eq!(got, expected);
 }
+
+/// `sync_before(mark)` writes what was appended before the mark and leaves the
+/// rest for the next sync; a crash in between keeps only the former.
+#[test]
+fn a_sync_before_a_mark_leaves_later_appends_for_the_next_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let log = Log::open(dir.path(), 1 << 20).unwrap();
+        let first = log.next_seq();
+        let d = event(0, 40);
+        let one = |i: u64| Append {
+            key: key(i),
+            time_ms: 1,
+            data: &d,
+        };
+        log.append(&[one(0), one(1)]).unwrap();
+        let mark = log.next_seq();
+        log.append(&[one(2)]).unwrap();
+        assert_eq!(log.sync_before(mark).unwrap(), first + 2);
+        assert_eq!(read_all(&log, 10).len(), 2);
+        // A crash now: the third was never written.
+        first
+    };
+    let log = Log::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(log.durable(), first + 2);
+    let d = event(0, 40);
+    log.append(&[Append {
+        key: key(9),
+        time_ms: 1,
+        data: &d,
+    }])
+    .unwrap();
+    assert_eq!(log.sync().unwrap(), first + 3);
+    let seqs: Vec<u64> = read_all(&log, 10).iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [first, first + 1, first + 2]);
+}
