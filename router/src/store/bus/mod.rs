@@ -180,9 +180,16 @@ impl BusLog {
             .collect::<Result<Vec<_>, _>>()?;
         let seqs = self.log.append(&appends)?;
         let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the lock a sync takes to drop what it made durable: a record a
+        // sync already wrote is read from the log, not kept here for ever.
+        let durable = self.log.durable();
         for ((seq, p), (data, _)) in seqs.clone().zip(&decoded).zip(payloads) {
             state.apply(seq, p);
-            if matches!(p, Payload::Journal(_)) {
+            let read_back = matches!(
+                p,
+                Payload::Journal(Op::Due { .. } | Op::Dead { .. } | Op::Plan { .. })
+            );
+            if read_back && seq >= durable {
                 fresh.insert(seq, data.clone());
             }
         }
@@ -740,6 +747,15 @@ impl BusLog {
     /// Segment files on disk and their bytes.
     pub fn disk(&self) -> (usize, u64) {
         (self.log.segment_count(), self.log.disk_bytes())
+    }
+
+    /// Journal records held in memory though the log has them already (none
+    /// should be: each is dropped by the sync that writes it).
+    #[cfg(test)]
+    pub(crate) fn fresh_len(&self) -> usize {
+        let durable = self.log.durable();
+        let fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        fresh.range(..durable).count()
     }
 }
 

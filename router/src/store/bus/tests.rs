@@ -78,6 +78,7 @@ fn events_are_written_once_and_each_subscription_settles_its_own() {
     assert_eq!(everything(&bus, a), [2]);
     assert_eq!(everything(&bus, b), [0, 1, 3]);
     assert_eq!(bus.stats(a).delivered_total, 2);
+    assert_eq!(bus.fresh_len(), 0, "nothing held once written");
     drop(bus);
     let bus = open(dir.path(), 1 << 20);
     assert_eq!(everything(&bus, a), [2]);
@@ -344,6 +345,7 @@ fn random_operations_match_a_model_across_reopens() {
             }
             now += rng.gen_range(0..500);
             bus.sync().unwrap();
+            assert_eq!(bus.fresh_len(), 0, "seed {seed} step {step}");
             for i in 0..2 {
                 let st = bus.stats(ids[i]);
                 let scheduled = model[i].values().filter(|d| d.is_some()).count() as u64;
