@@ -118,7 +118,7 @@ impl Publisher for Engine {
     }
 
     /// Keys mixed as for the events of the subscription's bus, the way
-    /// [`super::restore_replay_keys`] reads them back after a crash.
+    /// `Store::restore_replay_keys` reads them back after a crash.
     fn append_results(&self, sub: &Subscription, events: &[Event], now: u64) -> Result<(), String> {
         let seen = self.store.replays();
         let mix = super::bus_key(&sub.bus);

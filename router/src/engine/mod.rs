@@ -151,40 +151,6 @@ fn bus_key(bus: &str) -> u128 {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, bus.as_bytes()).as_u128()
 }
 
-/// Keep the keys of events a crash left without theirs: the group commit makes
-/// events durable before their keys, so the newest events of each bus (those
-/// appended up to a commit's timeout before the newest durable key) may lack
-/// theirs. Restored, a replay of one is still dropped. (The bus logs keep each
-/// event's key, mixed with its bus, in its record.)
-fn restore_replay_keys(
-    store: &Store,
-    subscriptions: &[Arc<Subscription>],
-) -> Result<(), StoreError> {
-    let seen = store.replays();
-    let Some(since) = seen.restore_from_ms() else {
-        return Ok(());
-    };
-    let mut restored = 0;
-    let mut done: Vec<*const BusLog> = Vec::new();
-    for sub in subscriptions {
-        let bus = sub.queue.bus();
-        if done.contains(&Arc::as_ptr(bus)) {
-            continue;
-        }
-        done.push(Arc::as_ptr(bus));
-        for (key, at_ms) in bus.recent_keys(since)? {
-            restored += seen.restore(key, at_ms)?;
-        }
-    }
-    if restored > 0 {
-        tracing::info!(
-            restored,
-            "Restored de-duplication keys a crash had not written."
-        );
-    }
-    Ok(())
-}
-
 /// How a publish tells a replayed event from a new one.
 #[derive(Clone, Copy)]
 pub(crate) enum Replays<'a> {
@@ -380,7 +346,13 @@ impl Engine {
             rule_subs.push(subs);
         }
         let server = &config.server;
-        restore_replay_keys(&store, &subscriptions)?;
+        let restored = store.restore_replay_keys()?;
+        if restored > 0 {
+            tracing::info!(
+                restored,
+                "Restored de-duplication keys a crash had not written."
+            );
+        }
         Ok(Arc::new(Self {
             rules: validated.rules.clone(),
             rule_subs,
@@ -510,7 +482,7 @@ impl Engine {
             .map(|(((record, _, due), key), subs)| (record, *key, *due, subs.as_slice()))
             .collect();
         // Every subscription of a publish is on its bus: they share one log.
-        self.store.publish(first.queue.bus(), &events, now)?;
+        first.queue.bus().publish(&events, now)?;
         Ok(written)
     }
 
@@ -605,24 +577,21 @@ impl Engine {
             .iter()
             .map(|r| u128::from_be_bytes(r.1) ^ bus_key)
             .collect();
-        let duplicate = if window_ms > 0 {
-            seen.check(&keys, now)
-        } else {
-            vec![false; records.len()]
-        };
-        let new_keys: Vec<u128> = if window_ms > 0 {
-            keys.iter()
+        // Without a window nothing is a replay and no key is kept or logged.
+        let (duplicate, new_keys, logged): (Vec<bool>, Vec<u128>, Vec<[u8; 16]>) = if window_ms > 0
+        {
+            let duplicate = seen.check(&keys, now);
+            let new_keys = keys
+                .iter()
                 .zip(&duplicate)
                 .filter(|(_, d)| !**d)
                 .map(|(k, _)| *k)
-                .collect()
+                .collect();
+            let logged = keys.iter().map(|k| k.to_be_bytes()).collect();
+            (duplicate, new_keys, logged)
         } else {
-            Vec::new()
-        };
-        let logged: Vec<[u8; 16]> = if window_ms > 0 {
-            keys.iter().map(|k| k.to_be_bytes()).collect()
-        } else {
-            vec![[0; 16]; keys.len()]
+            let n = records.len();
+            (vec![false; n], Vec::new(), vec![[0; 16]; n])
         };
         let written = self
             .append(&per_sub, &records, &logged, &duplicate, now)

@@ -300,16 +300,22 @@ impl Store {
         self.queue(&bus, name)
     }
 
-    /// Publish `events` (record, de-duplication key, due ms, the ids of the
-    /// subscriptions that take it) to `bus`: each written once. Not durable
-    /// until [`Store::commit`] returns.
-    pub(crate) fn publish(
-        &self,
-        bus: &BusLog,
-        events: &[bus::BusEvent<'_>],
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        bus.publish(events, now_ms)
+    /// Keep the keys of events a crash left without theirs: a round makes the
+    /// events durable before their keys, so the newest events of each bus
+    /// (those appended up to a commit's timeout before the newest durable key)
+    /// may lack theirs; the bus logs keep each event's key in its record.
+    /// Returns how many were restored.
+    pub(crate) fn restore_replay_keys(&self) -> Result<usize, StoreError> {
+        let Some(since) = self.replays.restore_from_ms() else {
+            return Ok(0);
+        };
+        let mut restored = 0;
+        for bus in self.bus_logs() {
+            for (key, at_ms) in bus.recent_keys(since)? {
+                restored += self.replays.restore(key, at_ms)?;
+            }
+        }
+        Ok(restored)
     }
 
     /// The positions source `name` already queued (see [`Progress`]).

@@ -95,7 +95,7 @@ impl Queue {
 
     /// Append events for this subscription alone: those due later than
     /// `now_ms` (`deliverat` / `delay`) to its schedule. Events a bus's rules
-    /// match go in through [`super::Store::publish`] instead, once for all
+    /// match go in through [`BusLog::publish`] instead, once for all
     /// the subscriptions that take them.
     pub fn append_all(
         &self,

@@ -82,6 +82,13 @@ fn slot_key(slot: Slot, due_ms: u64) -> Vec<u8> {
     k
 }
 
+/// The key of plan `id`: `p` + id, big-endian.
+fn plan_key(id: u64) -> Vec<u8> {
+    let mut key = vec![PLAN];
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
 fn u64_at(k: &[u8], at: usize) -> Option<u64> {
     let b: [u8; 8] = k.get(at..at + 8)?.try_into().ok()?;
     Some(u64::from_be_bytes(b))
@@ -544,12 +551,20 @@ impl BusLog {
         };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(Op::Dead { mut letter, .. }) = self.op_at(id)? {
-                letter.seq = id;
-                out.push(letter);
-            }
+            out.extend(self.dead_letter_at(id)?);
         }
         Ok(out)
+    }
+
+    /// Dead letter `id`, addressed by its id.
+    fn dead_letter_at(&self, id: u64) -> Result<Option<DeadLetter>, StoreError> {
+        Ok(match self.op_at(id)? {
+            Some(Op::Dead { mut letter, .. }) => {
+                letter.seq = id;
+                Some(letter)
+            }
+            _ => None,
+        })
     }
 
     /// The newest dead letter of `sub`, if any.
@@ -559,13 +574,7 @@ impl BusLog {
             state.subs.get(&sub).and_then(|s| s.dead.last().copied())
         };
         let Some(id) = last else { return Ok(None) };
-        Ok(match self.op_at(id)? {
-            Some(Op::Dead { mut letter, .. }) => {
-                letter.seq = id;
-                Some(letter)
-            }
-            _ => None,
-        })
+        self.dead_letter_at(id)
     }
 
     /// (de-duplication key, time) of the durable records appended at or after
@@ -671,9 +680,7 @@ impl BusLog {
             &[(journal::journal(&op), [0; 16])],
             crate::now_ms(),
         )?;
-        let mut key = vec![PLAN];
-        key.extend_from_slice(&id.to_be_bytes());
-        Ok(key)
+        Ok(plan_key(id))
     }
 
     /// The open plans of `sub`, oldest first, each with the events still held.
@@ -720,9 +727,7 @@ impl BusLog {
                     record,
                 });
             }
-            let mut key = vec![PLAN];
-            key.extend_from_slice(&id.to_be_bytes());
-            out.push((key, batch));
+            out.push((plan_key(id), batch));
         }
         Ok(out)
     }
